@@ -1,0 +1,141 @@
+"""The `mt` command. Each command parses its options and calls one stage function.
+
+TensorFlow is imported only inside the stages, so `mt --help` answers at once.
+"""
+
+import functools
+import sys
+
+import click
+
+from mt import __version__
+from mt.errors import UserError
+
+
+def stage(fn):
+    """Run a stage; a UserError becomes one line on stderr and exit code 1, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mt")
+def cli():
+    """mt: recurrent neural machine translation.
+
+    \b
+    mt preprocess --src train.es --tgt train.en --out DATA
+    mt train --data DATA --out RUN
+    mt translate input.txt --model RUN -o out.txt
+    mt evaluate --ref ref.txt --hyp out.txt
+    mt pipeline run pipelines/quickstart.yaml
+    """
+
+
+@cli.command()
+@click.option("--src", type=click.Path(dir_okay=False), help="Training source text, one sentence a line.")
+@click.option("--tgt", type=click.Path(dir_okay=False), help="Training target text, aligned with --src.")
+@click.option("--tsv", type=click.Path(dir_okay=False), help="Training pairs as 'source<TAB>target' lines "
+              "(instead of --src/--tgt).")
+@click.option("--dev-src", type=click.Path(dir_okay=False), help="Dev source text.")
+@click.option("--dev-tgt", type=click.Path(dir_okay=False), help="Dev target text.")
+@click.option("--dev-tsv", type=click.Path(dir_okay=False), help="Dev pairs as TSV.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Prepared data folder to write.")
+@click.option("--vocab-size", default=8000, show_default=True, help="SentencePiece vocabulary size per side "
+              "(or of the joint vocabulary).")
+@click.option("--model-type", type=click.Choice(["unigram", "bpe", "char"]), default="unigram",
+              show_default=True, help="SentencePiece model type.")
+@click.option("--joint/--separate", default=False, show_default=True,
+              help="One vocabulary for both sides, or one per side.")
+@click.option("--max-len", default=250, show_default=True, help="Drop pairs with more words than this "
+              "on either side.")
+@click.option("--max-ratio", default=3.0, show_default=True, help="Drop pairs whose word-count ratio "
+              "exceeds this.")
+@click.option("--dev-size", default=1000, show_default=True, help="Without a dev set: how many training "
+              "pairs to hold out (seeded sample).")
+@click.option("--seed", default=1234, show_default=True, help="Seed for the held-out sample and SentencePiece.")
+@click.option("--on-invalid", type=click.Choice(["error", "replace"]), default="error", show_default=True,
+              help="An invalid UTF-8 byte: stop with an error naming file and line, or replace it.")
+def preprocess(**kwargs):
+    """Check, clean and filter a parallel corpus, train SentencePiece, write a prepared data folder."""
+    from mt import preprocess as stage_module
+
+    stage(stage_module.run)(**kwargs)
+
+
+@cli.command()
+@click.option("--data", required=True, type=click.Path(file_okay=False), help="Prepared data folder.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (created, or "
+              "resumed if it holds a checkpoint).")
+@click.option("--config", help="Config YAML path or shipped config name (quickstart, rnn-base-cpu, cpu-20min).")
+@click.option("--max-steps", type=int, help="Stop after this many steps (overrides the config).")
+@click.option("--max-minutes", type=float, help="Stop after this many minutes (overrides the config).")
+@click.option("--seed", type=int, help="Random seed (overrides the config).")
+def train(**kwargs):
+    """Train an encoder-decoder with attention on a prepared data folder."""
+    from mt import train as stage_module
+
+    stage(stage_module.run)(**kwargs)
+
+
+@cli.command()
+@click.argument("input", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--model", required=True, type=click.Path(file_okay=False), help="Run folder written by train.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (default: stdout).")
+@click.option("--batch-size", default=64, show_default=True, help="Sentences decoded together.")
+@click.option("--max-length-ratio", default=2.0, show_default=True,
+              help="Output length limit: ratio x source length + 10 pieces.")
+@click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Which saved weights to use.")
+def translate(**kwargs):
+    """Translate INPUT ('-' for stdin), one output line per input line."""
+    from mt import translate as stage_module
+
+    stage(stage_module.run)(**kwargs)
+
+
+@cli.command()
+@click.option("--ref", required=True, type=click.Path(dir_okay=False, allow_dash=False), help="Reference text.")
+@click.option("--hyp", required=True, type=click.Path(dir_okay=False), help="System output.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--tokenize", default=None, help="sacrebleu BLEU tokenizer (default: 13a).")
+@click.option("--lowercase", is_flag=True, help="Case-insensitive BLEU.")
+def evaluate(**kwargs):
+    """Score a translation with sacrebleu: BLEU, chrF and TER, with their signatures."""
+    from mt import evaluate as stage_module
+
+    stage(stage_module.run)(**kwargs)
+
+
+@cli.group()
+def pipeline():
+    """Run a YAML pipeline of stages."""
+
+
+@pipeline.command("run")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--force", is_flag=True, help="Run every stage, even those whose outputs are up to date.")
+def pipeline_run(path, force):
+    """Run the stages of PATH in order, skipping those whose outputs are newer than their inputs."""
+    from mt import pipeline as stage_module
+
+    stage(stage_module.run)(path, force=force)
+
+
+def main():
+    cli(prog_name="mt")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Model and training settings: dataclasses, read from and written to YAML, checked with clear errors.
+
+A config file has two sections, `model:` and `train:`; any key left out keeps its default. `--config` takes
+a path or the name of a shipped config (mt/configs/NAME.yaml), e.g. `rnn-base-cpu`.
+"""
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+import yaml
+
+from mt.errors import UserError
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+CELLS = ("lstm", "gru", "rnn")
+ATTENTIONS = ("general", "dot", "none")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclass
+class ModelConfig:
+    cell: str = "lstm"  # lstm | gru | rnn
+    emb_dim: int = 256
+    enc_units: int = 256  # per direction
+    enc_layers: int = 1
+    dec_units: int = 512
+    dec_layers: int = 1
+    attention: str = "general"  # Luong: general | dot | none (no attention: a plain encoder-decoder)
+    input_feeding: bool = True
+    dropout: float = 0.2
+
+    def check(self):
+        _choice("model.cell", self.cell, CELLS)
+        _choice("model.attention", self.attention, ATTENTIONS)
+        for name in ("emb_dim", "enc_units", "enc_layers", "dec_units", "dec_layers"):
+            _positive(f"model.{name}", getattr(self, name))
+        if self.attention == "dot" and 2 * self.enc_units != self.dec_units:
+            raise UserError(
+                f"model.attention 'dot' needs dec_units = 2 x enc_units (got {self.dec_units} and "
+                f"{self.enc_units}): use attention 'general' or change the sizes")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class TrainConfig:
+    batch_tokens: int = 2000  # target tokens per global batch (batches are bucketed by length)
+    max_len: int = 80  # pairs longer than this (in pieces, either side) are left out of training
+    learning_rate: float = 1e-3
+    clip_norm: float = 1.0  # clip gradients by their global norm
+    label_smoothing: float = 0.0
+    max_steps: int = 0  # 0 = no step limit
+    max_minutes: float = 0.0  # 0 = no time limit
+    max_epochs: int = 0  # 0 = no epoch limit
+    eval_every: int = 500  # steps between validations
+    eval_bleu_sentences: int = 200  # dev sentences translated for BLEU at each validation (0 = none)
+    patience: int = 10  # validations without improvement before early stopping (0 = never stop early)
+    checkpoint_every: int = 500
+    log_every: int = 50
+    seed: int = 42
+    precision: str = "float32"
+
+    def check(self):
+        for name in ("batch_tokens", "max_len", "eval_every", "checkpoint_every", "log_every"):
+            _positive(f"train.{name}", getattr(self, name))
+        for name in ("max_steps", "max_minutes", "max_epochs", "patience", "eval_bleu_sentences"):
+            if getattr(self, name) < 0:
+                raise UserError(f"train.{name} must be 0 or more, got {getattr(self, name)}")
+        if self.learning_rate <= 0 or self.clip_norm <= 0:
+            raise UserError("train.learning_rate and train.clip_norm must be positive")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise UserError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        _choice("train.precision", self.precision, PRECISIONS)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def check(self):
+        self.model.check()
+        self.train.check()
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def save(self, path):
+        from mt.atomic import atomic_open
+
+        with atomic_open(path) as f:
+            yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data, where="config"):
+        data = data or {}
+        if not isinstance(data, dict):
+            raise UserError(f"{where}: expected a mapping with 'model' and 'train' sections")
+        unknown = set(data) - {"model", "train"}
+        if unknown:
+            raise UserError(f"{where}: unknown section(s) {sorted(unknown)}; expected 'model' and 'train'")
+        return cls(model=_build(ModelConfig, data.get("model"), f"{where}: model"),
+                   train=_build(TrainConfig, data.get("train"), f"{where}: train")).check()
+
+    @classmethod
+    def load(cls, path_or_name=None):
+        """Read a config file, or a shipped config by name; None gives the defaults."""
+        if path_or_name is None:
+            return cls().check()
+        path = resolve_config_path(path_or_name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        return cls.from_dict(data, where=path)
+
+
+def resolve_config_path(path_or_name):
+    if os.path.exists(path_or_name):
+        return path_or_name
+    shipped = os.path.join(CONFIG_DIR, f"{path_or_name}.yaml")
+    if os.path.exists(shipped):
+        return shipped
+    names = sorted(n[:-5] for n in os.listdir(CONFIG_DIR) if n.endswith(".yaml"))
+    raise UserError(f"config '{path_or_name}' is neither a file nor a shipped config ({', '.join(names)})")
+
+
+def _build(cls, data, where):
+    data = data or {}
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping of settings")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise UserError(f"{where}: unknown setting(s) {sorted(unknown)}; known: {', '.join(fields)}")
+    values = {}
+    for key, value in data.items():
+        default = fields[key].default
+        values[key] = _coerce(value, type(default), f"{where}.{key}")
+    return cls(**values)
+
+
+def _coerce(value, kind, where):
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(value, kind):
+        return value
+    raise UserError(f"{where}: expected {kind.__name__}, got {value!r}")
+
+
+def _choice(name, value, choices):
+    if value not in choices:
+        raise UserError(f"{name} must be one of {', '.join(choices)}; got '{value}'")
+
+
+def _positive(name, value):
+    if value <= 0:
+        raise UserError(f"{name} must be positive, got {value}")
