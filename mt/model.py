@@ -1,0 +1,253 @@
+"""The encoder-decoder: a bidirectional recurrent encoder and a recurrent decoder with Luong attention.
+
+    encode(src)                    -> decoder state (a dict of tensors, batch first)
+    decode_step(ids, state)        -> (logits, state)          one target position, used by every search
+    call((src, tgt_in), training)  -> logits [batch, time, vocab]   teacher forcing, used by training
+
+Training and decoding share `_decoder_step`, so what is trained is exactly what is searched.
+
+Speed: each recurrent layer multiplies the inputs of all time steps in one large matrix product before the
+recurrence, which then only does the small recurrent product per step; the decoder's output projection
+(the largest matrix) runs once over all time steps after the loop. Padding (id 0) is masked everywhere:
+encoder states stop changing on padding, attention gives padding zero weight, the loss ignores it.
+"""
+
+import keras
+import tensorflow as tf
+
+from mt.config import ModelConfig
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+NEG_INF = -1e9
+
+
+def project(x, kernel):
+    """x [..., d] @ kernel [d, n] as one 2-D matrix product."""
+    shape = tf.shape(x)
+    flat = tf.matmul(tf.reshape(x, [-1, shape[-1]]), kernel)
+    return tf.reshape(flat, tf.concat([shape[:-1], [kernel.shape[-1]]], 0))
+
+
+class RecurrentCell(keras.layers.Layer):
+    """One LSTM, GRU or vanilla RNN cell with its input projection kept separate from the recurrence.
+
+    `project(x)` maps inputs of any number of time steps to gate pre-activations in one product;
+    `step(xw_t, state)` advances one step given the projected input. State is a tuple (h,) or (h, c).
+    """
+
+    GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+    def __init__(self, kind, units, input_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.kind, self.units, self.gates = kind, units, self.GATES[kind]
+        self.build((None, input_dim))
+
+    def build(self, input_shape):
+        n = self.gates * self.units
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], n), initializer="glorot_uniform")
+        self.recurrent = self.add_weight(name="recurrent", shape=(self.units, n), initializer="orthogonal")
+        bias_init = "zeros"
+        if self.kind == "lstm":  # forget gate bias 1: remember by default at the start of training
+            bias_init = keras.initializers.Constant([0.0] * self.units + [1.0] * self.units + [0.0] * 2 * self.units)
+        self.bias = self.add_weight(name="bias", shape=(n,), initializer=bias_init)
+        if self.kind == "gru":  # reset-after GRU: the recurrent candidate part has its own bias
+            self.recurrent_bias = self.add_weight(name="recurrent_bias", shape=(n,), initializer="zeros")
+
+    @property
+    def state_size(self):
+        return 2 if self.kind == "lstm" else 1
+
+    def project(self, x):
+        return project(x, self.kernel) + self.bias
+
+    def zero_state(self, batch):
+        return tuple(tf.zeros([batch, self.units], self.compute_dtype) for _ in range(self.state_size))
+
+    def step(self, xw, state):
+        h = state[0]
+        hu = tf.matmul(h, self.recurrent)
+        if self.kind == "lstm":
+            i, f, g, o = tf.split(xw + hu, 4, axis=-1)
+            c = tf.sigmoid(f) * state[1] + tf.sigmoid(i) * tf.tanh(g)
+            return (tf.sigmoid(o) * tf.tanh(c), c)
+        if self.kind == "gru":
+            hu = hu + self.recurrent_bias
+            x_z, x_r, x_n = tf.split(xw, 3, axis=-1)
+            h_z, h_r, h_n = tf.split(hu, 3, axis=-1)
+            z = tf.sigmoid(x_z + h_z)
+            r = tf.sigmoid(x_r + h_r)
+            n = tf.tanh(x_n + r * h_n)
+            return (z * h + (1.0 - z) * n,)
+        return (tf.tanh(xw + hu),)
+
+
+def run_recurrence(cell, xw, mask, initial_state):
+    """Run `cell` over projected inputs xw [B, T, G*H] with mask [B, T]; state freezes on padding.
+
+    Returns (outputs [B, T, H], final state). With padding at the end, the final state is the state at
+    each sentence's last real position.
+    """
+    xw_t = tf.transpose(xw, [1, 0, 2])
+    mask_t = tf.transpose(mask)[:, :, None]
+
+    def body(state, elems):
+        x, m = elems
+        new = cell.step(x, state)
+        return tuple(tf.where(m, n, o) for n, o in zip(new, state))
+
+    states = tf.scan(body, (xw_t, mask_t), initializer=initial_state)
+    outputs = tf.transpose(states[0], [1, 0, 2])
+    return outputs, tuple(s[-1] for s in states)
+
+
+class Encoder(keras.layers.Layer):
+    """Embeddings and a stack of bidirectional recurrent layers; dropout on each layer's input."""
+
+    def __init__(self, config: ModelConfig, vocab_size, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = keras.layers.Embedding(vocab_size, config.emb_dim, name="embedding")
+        self.dropout = keras.layers.Dropout(config.dropout)
+        dims = [config.emb_dim] + [2 * config.enc_units] * (config.enc_layers - 1)
+        self.layers_fw = [RecurrentCell(config.cell, config.enc_units, d, name=f"fw_{i}")
+                          for i, d in enumerate(dims)]
+        self.layers_bw = [RecurrentCell(config.cell, config.enc_units, d, name=f"bw_{i}")
+                          for i, d in enumerate(dims)]
+
+    def call(self, src, training=False):
+        """src [B, S] -> (outputs [B, S, 2H], final states of the top layer (fw + bw), mask [B, S])."""
+        mask = tf.not_equal(src, PAD)
+        lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+        batch = tf.shape(src)[0]
+        x = self.embedding(src)
+        for fw, bw in zip(self.layers_fw, self.layers_bw):
+            x = self.dropout(x, training=training)
+            out_fw, fin_fw = run_recurrence(fw, fw.project(x), mask, fw.zero_state(batch))
+            x_rev = tf.reverse_sequence(x, lengths, seq_axis=1, batch_axis=0)
+            out_bw, fin_bw = run_recurrence(bw, bw.project(x_rev), mask, bw.zero_state(batch))
+            out_bw = tf.reverse_sequence(out_bw, lengths, seq_axis=1, batch_axis=0)
+            x = tf.concat([out_fw, out_bw], axis=-1)
+        return x, fin_fw + fin_bw, mask
+
+
+class Seq2Seq(keras.Model):
+    """Bidirectional recurrent encoder, recurrent decoder with Luong attention and input feeding."""
+
+    def __init__(self, config: ModelConfig, src_vocab, tgt_vocab, **kwargs):
+        super().__init__(**kwargs)
+        self.config, self.src_vocab, self.tgt_vocab = config, src_vocab, tgt_vocab
+        c = config
+        self.encoder = Encoder(c, src_vocab, name="encoder")
+        self.tgt_embedding = keras.layers.Embedding(tgt_vocab, c.emb_dim, name="tgt_embedding")
+        self.dropout = keras.layers.Dropout(c.dropout)
+        dims = [c.emb_dim] + [c.dec_units] * (c.dec_layers - 1)
+        self.cells = [RecurrentCell(c.cell, c.dec_units, d, name=f"dec_{i}") for i, d in enumerate(dims)]
+        n_states = self.cells[0].state_size * c.dec_layers
+        self.bridge = keras.layers.Dense(n_states * c.dec_units, activation="tanh", name="bridge")
+        self.attention = c.attention != "none"
+        self.feeding = self.attention and c.input_feeding
+        if self.attention:
+            self.attn_key = keras.layers.Dense(c.dec_units, use_bias=False, name="attn_key")
+            self.attn_out = keras.layers.Dense(c.dec_units, use_bias=False, activation="tanh", name="attn_out")
+        if self.feeding:
+            self.feed_kernel = self.add_weight(name="feed_kernel", initializer="glorot_uniform",
+                                               shape=(c.dec_units, self.cells[0].gates * c.dec_units))
+        self.output_layer = keras.layers.Dense(tgt_vocab, name="output")
+        self.seed_gen = keras.random.SeedGenerator(1234, name="dropout_seed")
+        self.build_all()
+
+    def build_all(self):
+        """Create every weight by running one tiny batch, so weights can be loaded right away."""
+        src = tf.constant([[5, 6, 3]], tf.int32)
+        tgt = tf.constant([[BOS, 5]], tf.int32)
+        self((src, tgt))
+
+    # -- encoder side -------------------------------------------------------------------------------
+
+    def encode(self, src, training=False):
+        """src [B, S] int32 -> the decoder's initial state (a dict of batch-first tensors)."""
+        enc, final, mask = self.encoder(src, training=training)
+        c = self.config
+        init = tf.split(self.bridge(tf.concat(final, axis=-1)), self.cells[0].state_size * c.dec_layers, -1)
+        n = self.cells[0].state_size
+        state = {f"rnn_{i}_{j}": init[i * n + j] for i in range(c.dec_layers) for j in range(n)}
+        state["feed"] = tf.zeros([tf.shape(src)[0], c.dec_units], enc.dtype)
+        if self.attention:
+            state["memory"] = enc
+            state["keys"] = enc if c.attention == "dot" else self.attn_key(enc)
+            state["bias"] = tf.where(mask, 0.0, NEG_INF)
+        return state
+
+    # -- one decoder step, shared by training and search --------------------------------------------
+
+    def _decoder_step(self, xw, state, drop_masks):
+        """Advance the decoder one step from the projected target embedding xw [B, G*H].
+
+        Returns (output [B, H] before the vocabulary projection, new state, attention weights or None).
+        `drop_masks` is a list of dropout masks (or None entries) for inter-layer inputs and the output.
+        """
+        state = dict(state)
+        n = self.cells[0].state_size
+        if self.feeding:
+            xw = xw + tf.matmul(state["feed"], self.feed_kernel)
+        x = None
+        for i, cell in enumerate(self.cells):
+            if i > 0:
+                x = x if drop_masks[i] is None else x * drop_masks[i]
+                xw = cell.project(x)
+            new = cell.step(xw, tuple(state[f"rnn_{i}_{j}"] for j in range(n)))
+            state.update({f"rnn_{i}_{j}": s for j, s in enumerate(new)})
+            x = new[0]
+        weights = None
+        if self.attention:
+            scores = tf.einsum("bsh,bh->bs", state["keys"], x) + state["bias"]
+            weights = tf.nn.softmax(scores, axis=-1)
+            context = tf.einsum("bs,bsd->bd", weights, state["memory"])
+            x = self.attn_out(tf.concat([context, x], axis=-1))
+        if drop_masks[0] is not None:
+            x = x * drop_masks[0]
+        state["feed"] = x
+        return x, state, weights
+
+    def decode_step(self, ids, state):
+        """ids [B] int32 (the previous target token) -> (logits [B, V] float32, new state)."""
+        xw = self.cells[0].project(self.tgt_embedding(ids))
+        out, state, weights = self._decoder_step(xw, state, [None] * len(self.cells))
+        if weights is not None:
+            state["attention"] = weights
+        return tf.cast(self.output_layer(out), tf.float32), state
+
+    # -- teacher forcing ------------------------------------------------------------------------------
+
+    def _dropout_masks(self, time, batch, training):
+        rate = self.config.dropout
+        if not training or rate == 0.0:
+            return [None] * len(self.cells)
+        shape = [time, batch, self.config.dec_units]
+        keep = [keras.random.uniform(shape, seed=self.seed_gen) >= rate for _ in self.cells]
+        return [tf.cast(k, self.compute_dtype) / (1.0 - rate) for k in keep]
+
+    def call(self, inputs, training=False):
+        """inputs = (src [B, S], tgt_in [B, T]) -> logits [B, T, V] (float32)."""
+        src, tgt_in = inputs
+        state = self.encode(src, training=training)
+        constant = {k: v for k, v in state.items() if k in ("memory", "keys", "bias")}
+        carried = {k: v for k, v in state.items() if k not in constant}
+        emb = self.dropout(self.tgt_embedding(tgt_in), training=training)
+        xw = tf.transpose(self.cells[0].project(emb), [1, 0, 2])
+        masks = self._dropout_masks(tf.shape(tgt_in)[1], tf.shape(tgt_in)[0], training)
+        used = [i for i, m in enumerate(masks) if m is not None]
+
+        def body(carry, elems):
+            step_masks = [None] * len(masks)
+            for i, m in zip(used, elems[1:]):
+                step_masks[i] = m
+            _, new_state, _ = self._decoder_step(elems[0], {**carry, **constant}, step_masks)
+            return {k: new_state[k] for k in carry}
+
+        states = tf.scan(body, (xw, *[masks[i] for i in used]), initializer=carried)
+        outputs = tf.transpose(states["feed"], [1, 0, 2])
+        return tf.cast(self.output_layer(outputs), tf.float32)
+
+
+def build_model(config: ModelConfig, src_vocab, tgt_vocab):
+    return Seq2Seq(config, src_vocab, tgt_vocab, name="seq2seq")
