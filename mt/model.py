@@ -175,6 +175,7 @@ class Seq2Seq(keras.Model):
             state["memory"] = enc
             state["keys"] = enc if c.attention == "dot" else self.attn_key(enc)
             state["bias"] = tf.where(mask, 0.0, NEG_INF)
+            state["attention"] = tf.zeros(tf.shape(mask), enc.dtype)
         return state
 
     # -- one decoder step, shared by training and search --------------------------------------------
@@ -230,7 +231,7 @@ class Seq2Seq(keras.Model):
         """inputs = (src [B, S], tgt_in [B, T]) -> logits [B, T, V] (float32)."""
         src, tgt_in = inputs
         state = self.encode(src, training=training)
-        constant = {k: v for k, v in state.items() if k in ("memory", "keys", "bias")}
+        constant = {k: v for k, v in state.items() if k in ("memory", "keys", "bias", "attention")}
         carried = {k: v for k, v in state.items() if k not in constant}
         emb = self.dropout(self.tgt_embedding(tgt_in), training=training)
         xw = tf.transpose(self.cells[0].project(emb), [1, 0, 2])

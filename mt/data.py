@@ -1,0 +1,103 @@
+"""Training input: pairs of id sequences -> padded batches bucketed by length under a token budget.
+
+A batch holds (src [B, S], tgt_in [B, T], tgt_out [B, T]) int32 arrays, padded with 0: tgt_in starts with
+BOS, tgt_out ends with EOS. Batches are cut from length-sorted windows of shuffled pairs so that they hold
+little padding, and their sizes follow a budget of padded target tokens. The order of an epoch depends
+only on (seed, epoch), so a run can resume at any (epoch, batch) position and see the same data.
+"""
+
+import numpy as np
+
+from mt.model import BOS, EOS
+
+
+class Batcher:
+    """Deterministic, resumable token-budget batches over a list of (src, tgt) id sequences."""
+
+    def __init__(self, src, tgt, batch_tokens, max_len=None, seed=0, window_batches=64):
+        src_len = np.array([len(s) for s in src], dtype=np.int64)
+        tgt_len = np.array([len(t) for t in tgt], dtype=np.int64) + 1  # + BOS / EOS
+        keep = (src_len > 0) & (tgt_len > 1)
+        if max_len:
+            keep &= (src_len <= max_len) & (tgt_len - 1 <= max_len)
+        self.index = np.flatnonzero(keep)
+        self.src, self.tgt = src, tgt
+        self.src_len, self.tgt_len = src_len, tgt_len
+        self.batch_tokens, self.seed = batch_tokens, seed
+        mean_len = float(tgt_len[self.index].mean()) if len(self.index) else 1.0
+        self.window = max(1, int(window_batches * batch_tokens / mean_len))
+
+    @property
+    def num_pairs(self):
+        return len(self.index)
+
+    def epoch_batches(self, epoch):
+        """The batches of one epoch, each an array of pair indices, in training order."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(self.index)
+        batches = []
+        for start in range(0, len(order), self.window):
+            window = order[start:start + self.window]
+            window = window[np.lexsort((self.src_len[window], self.tgt_len[window]))]
+            batches.extend(self._cut(window))
+        rng.shuffle(batches)
+        return batches
+
+    def sorted_batches(self):
+        """All pairs once, sorted by length (for evaluation: least padding, fixed order)."""
+        order = self.index[np.lexsort((self.src_len[self.index], self.tgt_len[self.index]))]
+        return self._cut(order)
+
+    def _cut(self, ordered):
+        """Cut length-sorted pairs into batches of at most batch_tokens padded target tokens
+        (and at most 2 x batch_tokens padded source tokens)."""
+        batches, start, max_t, max_s = [], 0, 0, 0
+        for i, idx in enumerate(ordered):
+            t, s = max(max_t, self.tgt_len[idx]), max(max_s, self.src_len[idx])
+            size = i - start + 1
+            if size > 1 and (t * size > self.batch_tokens or s * size > 2 * self.batch_tokens):
+                batches.append(ordered[start:i])
+                start, t, s = i, self.tgt_len[idx], self.src_len[idx]
+            max_t, max_s = t, s
+        if start < len(ordered):
+            batches.append(ordered[start:])
+        return batches
+
+    def make_batch(self, indices):
+        """Pair indices -> padded (src, tgt_in, tgt_out) int32 arrays."""
+        return pad_batch([self.src[i] for i in indices], [self.tgt[i] for i in indices])
+
+    def iterate(self, start_epoch=0, start_batch=0, max_epochs=0):
+        """Yield (epoch, batch_number, batch arrays) from a position on, epoch after epoch."""
+        epoch = start_epoch
+        while not max_epochs or epoch < max_epochs:
+            for number, indices in enumerate(self.epoch_batches(epoch)):
+                if epoch == start_epoch and number < start_batch:
+                    continue
+                yield epoch, number, self.make_batch(indices)
+            epoch += 1
+
+
+def pad_batch(src_seqs, tgt_seqs):
+    """Pad sequences into (src [B, S], tgt_in [B, T], tgt_out [B, T]), T = longest target + 1."""
+    batch = len(src_seqs)
+    src = np.zeros((batch, max(len(s) for s in src_seqs)), np.int32)
+    tgt_in = np.zeros((batch, max(len(t) for t in tgt_seqs) + 1), np.int32)
+    tgt_out = np.zeros_like(tgt_in)
+    for row, (s, t) in enumerate(zip(src_seqs, tgt_seqs)):
+        src[row, :len(s)] = s
+        tgt_in[row, 0] = BOS
+        tgt_in[row, 1:len(t) + 1] = t
+        tgt_out[row, :len(t)] = t
+        tgt_out[row, len(t)] = EOS
+    return src, tgt_in, tgt_out
+
+
+def pad_sources(seqs, multiple=1):
+    """Pad source sequences into one int32 array [B, S], S rounded up to a multiple (at least 1)."""
+    longest = max([len(s) for s in seqs] + [1])
+    longest = -(-longest // multiple) * multiple
+    out = np.zeros((len(seqs), longest), np.int32)
+    for row, s in enumerate(seqs):
+        out[row, :len(s)] = s
+    return out
