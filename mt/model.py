@@ -155,6 +155,10 @@ class Seq2Seq(keras.Model):
         self.seed_gen = keras.random.SeedGenerator(1234, name="dropout_seed")
         self.build_all()
 
+    def build(self, input_shape=None):
+        """Sub-layers build on their first call (see build_all)."""
+        self.built = True
+
     def build_all(self):
         """Create every weight by running one tiny batch, so weights can be loaded right away."""
         src = tf.constant([[5, 6, 3]], tf.int32)

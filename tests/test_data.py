@@ -1,0 +1,66 @@
+import numpy as np
+
+from mt.data import Batcher, pad_batch, pad_sources
+from mt.model import BOS, EOS
+
+
+def corpus(n=500, seed=0):
+    rng = np.random.default_rng(seed)
+    src = [rng.integers(4, 50, rng.integers(1, 30)).astype(np.int32) for _ in range(n)]
+    tgt = [rng.integers(4, 50, rng.integers(1, 30)).astype(np.int32) for _ in range(n)]
+    return src, tgt
+
+
+def test_pad_batch_adds_bos_and_eos():
+    src, tgt_in, tgt_out = pad_batch([np.array([5, 6]), np.array([7])], [np.array([8]), np.array([9, 10])])
+    assert src.tolist() == [[5, 6], [7, 0]]
+    assert tgt_in.tolist() == [[BOS, 8, 0], [BOS, 9, 10]]
+    assert tgt_out.tolist() == [[8, EOS, 0], [9, 10, EOS]]
+    assert pad_sources([[], [4, 5, 6]], multiple=4).shape == (2, 4)
+
+
+def test_every_pair_once_per_epoch_within_the_budget():
+    src, tgt = corpus()
+    batcher = Batcher(src, tgt, batch_tokens=200, seed=3)
+    batches = batcher.epoch_batches(0)
+    seen = np.concatenate(batches)
+    assert sorted(seen.tolist()) == list(range(len(src)))
+    for b in batches:
+        arrays = batcher.make_batch(b)
+        assert len(b) == 1 or arrays[1].size <= 200
+        assert len(b) == 1 or arrays[0].size <= 400
+
+
+def test_batches_are_length_sorted_so_padding_is_small():
+    src, tgt = corpus(2000)
+    batcher = Batcher(src, tgt, batch_tokens=300, seed=1)
+    real = padded = 0
+    for b in batcher.epoch_batches(0):
+        _, tgt_in, _ = batcher.make_batch(b)
+        real += int((tgt_in != 0).sum())
+        padded += tgt_in.size
+    assert real / padded > 0.9
+
+
+def test_epochs_are_deterministic_and_differ():
+    src, tgt = corpus()
+    a, b = Batcher(src, tgt, 200, seed=5), Batcher(src, tgt, 200, seed=5)
+    assert [x.tolist() for x in a.epoch_batches(2)] == [x.tolist() for x in b.epoch_batches(2)]
+    assert [x.tolist() for x in a.epoch_batches(0)] != [x.tolist() for x in a.epoch_batches(1)]
+
+
+def test_resume_position_continues_the_same_stream():
+    src, tgt = corpus(200)
+    batcher = Batcher(src, tgt, 150, seed=2)
+    full = [(e, n, arrays[0].tolist()) for e, n, arrays in batcher.iterate(max_epochs=2)]
+    epoch, number = full[len(full) // 2][:2]
+    tail = [(e, n, arrays[0].tolist()) for e, n, arrays in batcher.iterate(epoch, number, max_epochs=2)]
+    assert tail == full[len(full) // 2:]
+
+
+def test_max_len_filters_long_pairs():
+    src, tgt = corpus()
+    batcher = Batcher(src, tgt, 200, max_len=10)
+    kept = np.concatenate(batcher.epoch_batches(0))
+    assert all(len(src[i]) <= 10 and len(tgt[i]) <= 10 for i in kept)
+    assert len(kept) == sum(len(s) <= 10 and len(t) <= 10 for s, t in zip(src, tgt))

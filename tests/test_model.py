@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mt.config import ModelConfig
+from mt.model import BOS, build_model
+
+SRC = np.array([[5, 6, 7, 8, 3], [9, 4, 3, 0, 0]], np.int32)
+TGT_IN = np.array([[BOS, 5, 6, 7], [BOS, 8, 0, 0]], np.int32)
+
+
+def tiny(**overrides):
+    settings = dict(emb_dim=8, enc_units=6, dec_units=12, enc_layers=2, dec_layers=2, dropout=0.3)
+    settings.update(overrides)
+    return build_model(ModelConfig(**settings), 20, 24)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("attention", ["general", "dot", "none"])
+def test_teacher_forcing_matches_step_by_step_decoding(cell, attention):
+    model = tiny(cell=cell, attention=attention)
+    logits = np.asarray(model((SRC, TGT_IN)))
+    state = model.encode(SRC)
+    steps = []
+    for t in range(TGT_IN.shape[1]):
+        step_logits, state = model.decode_step(TGT_IN[:, t], state)
+        steps.append(np.asarray(step_logits))
+    np.testing.assert_allclose(np.stack(steps, 1), logits, atol=1e-5)
+
+
+def test_source_padding_does_not_change_the_output():
+    model = tiny()
+    alone = np.asarray(model((SRC[1:, :3], TGT_IN[1:, :2])))
+    padded = np.asarray(model((SRC, TGT_IN)))[1:, :2]
+    np.testing.assert_allclose(alone, padded, atol=1e-5)
+
+
+def test_attention_is_a_distribution_over_real_source_tokens():
+    model = tiny()
+    _, state = model.decode_step(TGT_IN[:, 0], model.encode(SRC))
+    weights = np.asarray(state["attention"])
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
+    assert np.all(weights[SRC == 0] == 0.0)
+    assert np.all(weights[SRC != 0] > 0.0)
+
+
+def test_dropout_only_in_training():
+    model = tiny()
+    a, b = np.asarray(model((SRC, TGT_IN))), np.asarray(model((SRC, TGT_IN)))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(np.asarray(model((SRC, TGT_IN), training=True)), a)
+
+
+def test_a_few_steps_fit_a_tiny_batch():
+    model = tiny(dropout=0.0)
+    tgt_out = np.array([[5, 6, 7, 3], [8, 3, 0, 0]], np.int32)
+    import keras
+
+    opt = keras.optimizers.Adam(0.02)
+
+    def loss_fn():
+        logits = model((SRC, TGT_IN), training=True)
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tgt_out, logits=logits)
+        mask = tf.cast(tgt_out != 0, tf.float32)
+        return tf.reduce_sum(nll * mask) / tf.reduce_sum(mask)
+
+    first = float(loss_fn())
+    for _ in range(60):
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+    assert float(loss_fn()) < 0.1 * first
