@@ -71,7 +71,7 @@ def preprocess(**kwargs):
     """Check, clean and filter a parallel corpus, train SentencePiece, write a prepared data folder."""
     from mt import preprocess as stage_module
 
-    stage(stage_module.run)(**kwargs)
+    return stage(stage_module.run)(**kwargs)
 
 
 @cli.command()
@@ -86,7 +86,7 @@ def train(**kwargs):
     """Train an encoder-decoder with attention on a prepared data folder."""
     from mt import train as stage_module
 
-    stage(stage_module.run)(**kwargs)
+    return stage(stage_module.run)(**kwargs)
 
 
 @cli.command()
@@ -102,7 +102,7 @@ def translate(**kwargs):
     """Translate INPUT ('-' for stdin), one output line per input line."""
     from mt import translate as stage_module
 
-    stage(stage_module.run)(**kwargs)
+    return stage(stage_module.run)(**kwargs)
 
 
 @cli.command()
@@ -115,7 +115,7 @@ def evaluate(**kwargs):
     """Score a translation with sacrebleu: BLEU, chrF and TER, with their signatures."""
     from mt import evaluate as stage_module
 
-    stage(stage_module.run)(**kwargs)
+    return stage(stage_module.run)(**kwargs)
 
 
 @cli.group()
@@ -130,7 +130,7 @@ def pipeline_run(path, force):
     """Run the stages of PATH in order, skipping those whose outputs are newer than their inputs."""
     from mt import pipeline as stage_module
 
-    stage(stage_module.run)(path, force=force)
+    return stage(stage_module.run)(path, force=force)
 
 
 def main():

@@ -367,23 +367,6 @@ def run_mt_command(stage):
         raise UserError(f"{stage.where} failed (see the error above)") from e
 
 
-def run_evaluate(stage) -> dict:
-    """Parse the evaluate arguments with click and call the stage function, to keep the scores it returns.
-
-    (The click callback of `mt evaluate` does not pass the stage function's return value on.)
-    """
-    from mt import evaluate
-
-    command = mt_cli.cli.commands["evaluate"]
-    try:
-        with command.make_context("mt evaluate", list(stage.argv)) as ctx:
-            return evaluate.run(**ctx.params)
-    except click.ClickException as e:
-        raise UserError(f"{stage.where}: {e.format_message()}") from e
-    except UserError as e:
-        raise UserError(f"{stage.where}: {e}") from e
-
-
 def run_external(stage):
     """Run an external program; `python` as its first word means this interpreter."""
     argv = list(stage.argv)
@@ -404,11 +387,9 @@ def run_external(stage):
 
 
 def run_stage(stage):
-    """Run one stage; return the scores for an evaluate stage, else None."""
+    """Run one stage; return what its stage function returns (the scores, for evaluate)."""
     if stage.name == EXTERNAL:
         return run_external(stage)
-    if stage.name == "evaluate":
-        return run_evaluate(stage)
     return run_mt_command(stage)
 
 
