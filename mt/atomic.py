@@ -24,7 +24,6 @@ def atomic_path(path):
         raise
 
 
-@contextlib.contextmanager
 def _umask():
     mask = os.umask(0)
     os.umask(mask)
