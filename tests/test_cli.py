@@ -1,0 +1,115 @@
+"""The command line: instant help, one-line errors, and the whole pipeline on a tiny model."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from mt.cli import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = """
+model: {emb_dim: 16, enc_units: 16, dec_units: 32, dropout: 0.0}
+train: {batch_tokens: 400, learning_rate: 0.01, eval_every: 10, eval_bleu_sentences: 20, checkpoint_every: 10,
+        log_every: 5}
+"""
+
+
+def test_help_does_not_import_tensorflow():
+    code = ("import sys; from click.testing import CliRunner; from mt.cli import cli; "
+            "r = [CliRunner().invoke(cli, [c, '--help']) for c in "
+            "['preprocess', 'train', 'translate', 'evaluate']]; "
+            "assert all(x.exit_code == 0 for x in r); assert 'tensorflow' not in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "--data", "nowhere", "--out", "run"], ["nowhere", "mt preprocess"]),
+    (["translate", "in.txt", "--model", "nowhere"], ["nowhere"]),
+    (["train", "--data", ".", "--out", "run", "--config", "no-such-config"], []),
+])
+def test_bad_input_gives_one_line_and_exit_1(tmp_path, args, words):
+    (tmp_path / "in.txt").write_text("hola\n")
+    os.chdir(tmp_path)
+    (tmp_path / "manifest.json").write_text("{}") if "--config" in args else None
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert all(w in lines[0] for w in words)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Preprocess 400 pairs of the embedded corpus and train a tiny model for 30 steps."""
+    root = tmp_path_factory.mktemp("pipeline")
+    for split, n in (("train", 400), ("dev", 40)):
+        for side in ("src", "tgt"):
+            with open(os.path.join(ROOT, "data", "default", f"{split}.{side}"), encoding="utf-8") as f:
+                lines = f.read().splitlines()[:n]
+            (root / f"{split}.{side}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (root / "tiny.yaml").write_text(TINY)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["preprocess", "--src", str(root / "train.src"), "--tgt", str(root / "train.tgt"),
+                                 "--dev-src", str(root / "dev.src"), "--dev-tgt", str(root / "dev.tgt"),
+                                 "--out", str(root / "data"), "--vocab-size", "300"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["train", "--data", str(root / "data"), "--out", str(root / "run"),
+                                 "--config", str(root / "tiny.yaml"), "--max-steps", "30"])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def test_train_writes_a_complete_run_folder(tiny_run):
+    run = tiny_run / "run"
+    for name in ("config.yaml", "data.json", "src.spm.model", "tgt.spm.model", "done.json",
+                 "weights/best.weights.h5", "weights/last.weights.h5", "metrics.jsonl"):
+        assert (run / name).exists(), name
+    done = json.loads((run / "done.json").read_text())
+    assert done["step"] == 30 and done["reason"] == "max_steps"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert train_losses[-1] < train_losses[0]
+    assert any(r["kind"] == "dev" and "bleu" in r for r in records)
+    assert any(name.startswith("events") for name in os.listdir(run / "tb"))
+
+
+def test_a_finished_run_says_so(tiny_run):
+    result = CliRunner().invoke(cli, ["train", "--data", str(tiny_run / "data"), "--out", str(tiny_run / "run")])
+    assert result.exit_code == 0 and "already finished at step 30" in result.output
+
+
+def test_translate_keeps_one_line_per_input_line(tiny_run):
+    lines = ["", "ka rali miba.", "", "em rali teli ri roma ka sari miba.", "  "]
+    (tiny_run / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tiny_run / "out.txt"
+    result = CliRunner().invoke(cli, ["translate", str(tiny_run / "in.txt"), "--model", str(tiny_run / "run"),
+                                      "-o", str(out), "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    got = out.read_text(encoding="utf-8").split("\n")
+    assert len(got) == len(lines) + 1 and got[-1] == ""
+    assert got[0] == "" and got[2] == "" and got[4] == ""
+    for i in (1, 3):  # in input order: each line as translated on its own
+        alone = CliRunner().invoke(cli, ["translate", "-", "--model", str(tiny_run / "run")], input=lines[i])
+        assert got[i] == alone.stdout.rstrip("\n")
+
+
+def test_translate_reads_stdin_and_writes_stdout(tiny_run):
+    result = CliRunner().invoke(cli, ["translate", "-", "--model", str(tiny_run / "run")],
+                                input="ka rali miba.\nkem dadan mibati.\n")
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 2
+
+
+def test_evaluate_scores_the_translation(tiny_run):
+    hyp = tiny_run / "hyp.txt"
+    CliRunner().invoke(cli, ["translate", str(tiny_run / "dev.src"), "--model", str(tiny_run / "run"),
+                             "-o", str(hyp)])
+    result = CliRunner().invoke(cli, ["evaluate", "--ref", str(tiny_run / "dev.tgt"), "--hyp", str(hyp), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert 0.0 <= scores["bleu"] < 100.0 and "nrefs:1" in scores["signatures"]["bleu"]
