@@ -107,12 +107,18 @@ def translate(**kwargs):
 
 @cli.command()
 @click.option("--ref", required=True, type=click.Path(dir_okay=False, allow_dash=False), help="Reference text.")
-@click.option("--hyp", required=True, type=click.Path(dir_okay=False), help="System output.")
+@click.option("--hyp", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="System output; repeat to compare systems with the first one (paired bootstrap "
+              "resampling and approximate randomization).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--tokenize", default=None, help="sacrebleu BLEU tokenizer (default: 13a).")
 @click.option("--lowercase", is_flag=True, help="Case-insensitive BLEU.")
 def evaluate(**kwargs):
-    """Score a translation with sacrebleu: BLEU, chrF and TER, with their signatures."""
+    """Score a translation with sacrebleu: BLEU, chrF and TER, with their signatures.
+
+    With several --hyp, each system is also compared with the first: p-values of sacrebleu's paired
+    bootstrap resampling and approximate randomization, and 95% confidence intervals.
+    """
     from mt import evaluate as stage_module
 
     return stage(stage_module.run)(**kwargs)
