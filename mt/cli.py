@@ -139,6 +139,85 @@ def pipeline_run(path, force):
     return stage(stage_module.run)(path, force=force)
 
 
+@cli.group("inspect")
+def inspect_group():
+    """Look inside a run: attention maps, hidden units, training curves.
+
+    \b
+    mt inspect attention --model RUN --src "una frase" --out att.png
+    mt inspect attention --model RUN --input test.es --out report.html
+    mt inspect cells --model RUN --input text.txt --out cells.html
+    mt inspect curves --model RUN --out curves.png
+
+    Images (.png, .svg, .pdf) need matplotlib: pip install 'mt[viz]'. HTML pages need nothing more.
+    """
+
+
+_RUN = click.option("--model", required=True, type=click.Path(file_okay=False), help="Run folder written by train.")
+_SRC = click.option("--src", help="One source sentence.")
+_INPUT = click.option("--input", type=click.Path(dir_okay=False, allow_dash=True),
+                      help="Source text, one sentence a line ('-' for stdin); empty lines are skipped.")
+_WEIGHTS = click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True,
+                        help="Which saved weights to use.")
+
+
+@inspect_group.command("attention")
+@_RUN
+@_SRC
+@_INPUT
+@click.option("--out", type=click.Path(dir_okay=False), help="Image (.png, .svg, .pdf) or page (.html) to "
+              "write; default: a text map on stdout.")
+@click.option("--max-sentences", default=20, show_default=True, help="Use at most this many lines of --input.")
+@click.option("--max-length-ratio", default=2.0, show_default=True,
+              help="Output length limit: ratio x source length + 10 pieces.")
+@_WEIGHTS
+def inspect_attention(**kwargs):
+    """Where the decoder attends, as heatmaps.
+
+    Translates the source as `mt translate` does and shows, for each target piece, the attention
+    weights over the source pieces that the search used.
+    """
+    from mt.inspect import attention as stage_module
+
+    return stage(stage_module.run)(**kwargs)
+
+
+@inspect_group.command("cells")
+@_RUN
+@_SRC
+@_INPUT
+@click.option("--out", type=click.Path(dir_okay=False), help="HTML page to write; default: the table of "
+              "units on stdout.")
+@click.option("--units", help="Units to colour the text by, e.g. 'fw_0:12,bw_0:3' (default: the unit "
+              "that follows each feature best).")
+@click.option("--top", default=5, show_default=True, help="Units listed per feature.")
+@click.option("--max-sentences", default=50, show_default=True, help="Use at most this many lines of --input.")
+@_WEIGHTS
+def inspect_cells(**kwargs):
+    """Encoder hidden units coloured over a text.
+
+    Lists the units whose activation follows simple features of the text (inside quotes, position in
+    the sentence, punctuation, word start) and colours the text by a few of them.
+    """
+    from mt.inspect import cells as stage_module
+
+    return stage(stage_module.run)(**kwargs)
+
+
+@inspect_group.command("curves")
+@_RUN
+@click.option("--out", type=click.Path(dir_okay=False), help="Image (.png, .svg, .pdf) to write; default: "
+              "a table on stdout.")
+def inspect_curves(**kwargs):
+    """Loss and dev BLEU against the training step.
+
+    Reads the run's metrics.jsonl, so it also works while training is still running.
+    """
+    from mt.inspect import curves as stage_module
+
+    return stage(stage_module.run)(**kwargs)
+
+
 def main():
     cli(prog_name="mt")
 
