@@ -1,51 +1,371 @@
-"""Search over the model's `decode_step(ids, state) -> (logits, state)`, compiled into one TensorFlow graph.
+"""Greedy, beam and sampling search over one decoder step `step_fn(ids, state) -> (logits, state)`.
 
-The whole search is a `tf.while_loop` inside a `tf.function`, batched over sentences: no Python runs per
-token. A sentence that has produced EOS is finished: it only emits padding afterwards, and the loop ends
-when every sentence has finished or the length limit is reached.
+Every search is built around a step function and is called with the step function's initial state:
+
+    search = BeamSearch(model.decode_step, beam_size=5, length_penalty=0.6)
+    result = search(model.encode(src), max_lengths, source_mask=src != PAD)
+
+`step_fn` takes the previous token of every row, ids [R] int32 (BOS at the first step), and a state: a dict
+of batch-first tensors with R rows; it returns logits [R, V] and the new state. With beams, R is the number
+of sentences times the beam size, beams of one sentence in adjacent rows. An optional "attention" entry of
+the state [R, S] (the step's attention over the source) feeds the coverage penalty and `with_attention`.
+
+The result is a `Hypotheses` tuple of tensors, sorted best first for every sentence:
+    ids [B, N, T] int32      tokens, ending in EOS unless cut at the length limit, padded with PAD (0)
+    scores [B, N] float32    the model's log-probability of those tokens (EOS included)
+    ranks [B, N] float32     what the search ranked by: scores after the length and coverage penalties
+    lengths [B, N] int32     tokens including the EOS
+    attention [B, N, T, S]   the step's attention for every output token (zeros without attention), or None
+N is 1 for greedy and sampling and `n_best` for beam search. Invalid n-best entries (a beam that found
+fewer distinct hypotheses than asked) have rank -inf.
+
+How it runs: the loop over target positions is one `tf.while_loop`, batched over sentences and beams, so
+inside a `tf.function` no Python runs per token. The base class `Search` owns the loop; a strategy only
+says how to start (`start`), how to extend its hypotheses by one token (`advance`) and what to return
+(`result`). A sentence stops at its own length limit `max_lengths[b]` or when its strategy says it is done;
+the loop stops when every sentence is done.
+
+Batch independence: a sentence's output never depends on its neighbours in the batch. Length limits are
+per sentence, a finished sentence keeps its results while others go on, and sampling draws its random
+numbers from a counter-based hash of (seed, row id, step, position), not from a stream shared by the batch.
+Only floating-point rounding can differ across batch sizes (matrix products are blocked differently for
+different shapes, and sums over padded source positions add zeros in a different order): a result changes
+only when two candidates tie to within rounding.
 """
+
+from typing import NamedTuple
 
 import tensorflow as tf
 
 from mt.model import BOS, EOS, PAD
 
+NEG_INF = float("-inf")
+COVERAGE_FLOOR = 1e-9  # attention mass below this counts as this much in the coverage penalty
 
-class GreedySearch:
-    """Pick the most probable token at every step."""
 
-    def __init__(self, model):
-        self.model = model
-        spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([], tf.int32)]
-        self._search = tf.function(self._run, input_signature=spec)
+class Hypotheses(NamedTuple):
+    ids: tf.Tensor
+    scores: tf.Tensor
+    ranks: tf.Tensor
+    lengths: tf.Tensor
+    attention: tf.Tensor = None
 
-    def __call__(self, src, max_steps):
-        """src [B, S] int32 -> (ids [B, T] int32 ending in EOS or cut at the limit, scores [B] float32)."""
-        ids, scores = self._search(tf.convert_to_tensor(src, tf.int32), tf.constant(max_steps, tf.int32))
-        return ids.numpy(), scores.numpy()
 
-    def _run(self, src, max_steps):
-        state = self.model.encode(src)
-        batch = tf.shape(src)[0]
-        tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
+class Step(NamedTuple):
+    """What a strategy sees at one step. B sentences, K beams, V target vocabulary, S source positions."""
 
-        def cond(t, prev, finished, score, state, tokens):
-            return tf.logical_and(t < max_steps, tf.logical_not(tf.reduce_all(finished)))
+    t: tf.Tensor  # the position being produced (0 for the first token)
+    log_probs: tf.Tensor  # [B, K, V] log-softmax of the step's logits
+    attention: tf.Tensor  # [B, K, S] the step's attention (zeros if the state has none)
+    last: tf.Tensor  # [B] bool: position t is the sentence's last allowed one
+    max_lengths: tf.Tensor  # [B] int32
+    source_mask: tf.Tensor  # [B, S] bool
+    row_ids: tf.Tensor  # [B] int32, a stable id per sentence (for random draws)
 
-        def body(t, prev, finished, score, state, tokens):
-            logits, state = self.model.decode_step(prev, state)
-            log_probs = tf.nn.log_softmax(logits)
-            ids = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
-            best = tf.reduce_max(log_probs, axis=-1)
-            score += tf.where(finished, 0.0, best)
-            ids = tf.where(finished, PAD, ids)
-            return t + 1, ids, finished | tf.equal(ids, EOS), score, state, tokens.write(t, ids)
 
-        init = (tf.constant(0), tf.fill([batch], BOS), tf.zeros([batch], tf.bool), tf.zeros([batch]),
-                state, tokens)
-        _, _, _, score, _, tokens = tf.while_loop(cond, body, init)
-        ids = tf.transpose(tokens.stack(), [1, 0])
-        ids = tf.reshape(ids, [batch, -1])
-        return ids, score
+class Search:
+    """The decoding loop shared by every strategy; subclasses define start, advance and result."""
+
+    beam_size = 1
+
+    def __init__(self, step_fn, with_attention=False):
+        self.step_fn = step_fn
+        self.with_attention = with_attention
+
+    def __call__(self, state, max_lengths, source_mask=None, row_ids=None) -> Hypotheses:
+        """Search from the initial `state` (B rows); `max_lengths` [B] caps each sentence's output length.
+
+        `source_mask` [B, S] marks real source positions (needed for the coverage penalty, and to size the
+        attention output of a model without attention); by default every position of state["attention"] is
+        real. `row_ids` [B] int32 identifies sentences for random draws (default: their row in the batch).
+        """
+        max_lengths = tf.maximum(tf.convert_to_tensor(max_lengths, tf.int32), 1)
+        batch = tf.shape(max_lengths)[0]
+        row_ids = tf.range(batch) if row_ids is None else tf.convert_to_tensor(row_ids, tf.int32)
+        source_mask = _source_mask(state, source_mask, batch)
+        k = self.beam_size
+        if k > 1:
+            state = tf.nest.map_structure(lambda x: tf.repeat(x, k, axis=0), state)
+        limit = tf.reduce_max(max_lengths)
+        hyps = self.start(batch, limit, tf.shape(source_mask)[1])
+
+        def body(t, ids, state, hyps):
+            logits, new_state = self.step_fn(ids, state)
+            log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+            step = Step(t, tf.reshape(log_probs, [batch, k, -1]), _attention(new_state, source_mask, k),
+                        t + 1 >= max_lengths, max_lengths, source_mask, row_ids)
+            ids, parents, hyps = self.advance(step, hyps)
+            loop = (t + 1, ids, self.reorder(state, new_state, parents), hyps)
+            # keep every static shape known at the start (gathers and reshapes lose the batch size)
+            return tf.nest.map_structure(lambda x, first: tf.ensure_shape(x, first.shape), loop, start)
+
+        def cond(t, ids, state, hyps):
+            return tf.logical_and(t < limit, tf.logical_not(tf.reduce_all(hyps["done"])))
+
+        start = (tf.constant(0), tf.fill([batch * k], BOS), state, hyps)
+        steps, _, _, hyps = tf.while_loop(cond, body, start)
+        return self.result(hyps, steps)
+
+    def reorder(self, old_state, new_state, parents):
+        """The state for the next step, given the rows `advance` chose to continue (one per row here)."""
+        return new_state
+
+    def start(self, batch, limit, source_length):
+        """Loop variables for B sentences (a dict holding at least "done" [B] bool)."""
+        raise NotImplementedError
+
+    def advance(self, step: Step, hyps):
+        """Extend the hypotheses by one token: (next ids [B*K] int32, parent rows [B*K] or None, hyps)."""
+        raise NotImplementedError
+
+    def result(self, hyps, steps) -> Hypotheses:
+        raise NotImplementedError
+
+
+def _source_mask(state, source_mask, batch):
+    if source_mask is not None:
+        return tf.cast(source_mask, tf.bool)
+    if "attention" in state:
+        return tf.ones(tf.shape(state["attention"]), tf.bool)
+    return tf.ones([batch, 0], tf.bool)
+
+
+def _attention(state, source_mask, beams):
+    """The step's attention as [B, K, S]; zeros for a state without attention."""
+    shape = tf.concat([tf.shape(source_mask)[:1], [beams], tf.shape(source_mask)[1:]], 0)
+    if "attention" not in state:
+        return tf.zeros(shape)
+    return tf.reshape(tf.cast(state["attention"], tf.float32), shape)
+
+
+def _write(buffer, t, values):
+    """buffer [B, K, T, ...] with position t replaced by values [B, K, ...]."""
+    at_t = tf.equal(tf.range(tf.shape(buffer)[2]), t)
+    at_t = tf.reshape(at_t, [1, 1, -1] + [1] * (buffer.shape.rank - 3))
+    return tf.where(at_t, tf.expand_dims(values, 2), buffer)
+
+
+def _buffers(batch, beams, limit, source_length, with_attention):
+    """Empty token (and attention) buffers for `beams` hypotheses per sentence."""
+    out = {"ids": tf.fill([batch, beams, limit], PAD)}
+    if with_attention:
+        out["attention"] = tf.zeros([batch, beams, limit, source_length])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One hypothesis per sentence: greedy and sampling
+
+
+class _SingleSearch(Search):
+    """One hypothesis per sentence, extended by the token `pick` chooses; it ends at EOS or the limit."""
+
+    def pick(self, totals, step: Step):
+        """totals [B, V] = running score + log-probability of every next token -> chosen ids [B] int32."""
+        raise NotImplementedError
+
+    def start(self, batch, limit, source_length):
+        hyps = _buffers(batch, 1, limit, source_length, self.with_attention)
+        hyps.update(done=tf.zeros([batch], tf.bool), score=tf.zeros([batch, 1]),
+                    length=tf.zeros([batch, 1], tf.int32))
+        return hyps
+
+    def advance(self, step, hyps):
+        totals = hyps["score"] + step.log_probs[:, 0]
+        live = tf.logical_not(hyps["done"])
+        ids = tf.where(live, self.pick(totals, step), PAD)
+        new = dict(hyps)
+        new["score"] = tf.where(live[:, None], tf.gather(totals, ids[:, None], batch_dims=1), hyps["score"])
+        new["length"] = hyps["length"] + tf.cast(live, tf.int32)[:, None]
+        new["ids"] = _write(hyps["ids"], step.t, ids[:, None])
+        if self.with_attention:
+            attention = tf.where(live[:, None, None], step.attention, 0.0)
+            new["attention"] = _write(hyps["attention"], step.t, attention)
+        new["done"] = hyps["done"] | tf.equal(ids, EOS) | step.last
+        return ids, None, new
+
+    def result(self, hyps, steps):
+        attention = hyps["attention"][:, :, :steps] if self.with_attention else None
+        return Hypotheses(hyps["ids"][:, :, :steps], hyps["score"], hyps["score"], hyps["length"], attention)
+
+
+class GreedySearch(_SingleSearch):
+    """The most probable next token at every step."""
+
+    def pick(self, totals, step):
+        # top_k rather than argmax: the same tie-breaking (lowest id) as beam search and top-k sampling
+        return tf.math.top_k(totals, 1).indices[:, 0]
+
+
+class SamplingSearch(_SingleSearch):
+    """Draw every next token from the model's distribution, reshaped by temperature, top-k and top-p.
+
+    The filters combine: the distribution is divided by `temperature`, cut to the `top_k` most probable
+    tokens (0 = no cut), then to the smallest set of those whose probability reaches `top_p` (1.0 = no
+    cut), and renormalized. The draw uses the Gumbel-max trick with noise from `uniform_noise`, a pure
+    function of (seed, row id, step, position): the same seed gives the same samples on every run and in
+    any batch. Scores stay the unfiltered model's log-probabilities.
+    """
+
+    def __init__(self, step_fn, temperature=1.0, top_k=0, top_p=1.0, seed=0, with_attention=False):
+        super().__init__(step_fn, with_attention)
+        if temperature <= 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
+            raise ValueError(f"need temperature > 0, top_k >= 0 and 0 < top_p <= 1, got {temperature}, "
+                             f"{top_k}, {top_p}")
+        self.temperature, self.top_k, self.top_p, self.seed = temperature, top_k, top_p, seed
+
+    def pick(self, totals, step):
+        log_probs = step.log_probs[:, 0]
+        order = None
+        if self.top_k or self.top_p < 1.0:
+            vocab = tf.shape(totals)[1]
+            k = tf.minimum(self.top_k, vocab) if self.top_k else vocab
+            order = tf.math.top_k(totals, k).indices  # candidates, most probable first
+            log_probs = tf.gather(log_probs, order, batch_dims=1)
+        logits = log_probs / self.temperature
+        if self.top_p < 1.0:
+            logits = _nucleus(logits, self.top_p)
+        noise = uniform_noise(self.seed, step.row_ids, step.t, tf.shape(logits)[1])
+        choice = tf.argmax(logits - tf.math.log(-tf.math.log(noise)), axis=-1, output_type=tf.int32)
+        return choice if order is None else tf.gather(order, choice[:, None], batch_dims=1)[:, 0]
+
+
+def _nucleus(sorted_logits, top_p):
+    """Keep the most probable candidates (sorted best first) until their probability reaches top_p."""
+    probs = tf.nn.softmax(sorted_logits, axis=-1)
+    before = tf.cumsum(probs, axis=-1, exclusive=True)
+    return tf.where(before < top_p, sorted_logits, NEG_INF)
+
+
+def _mix(x):
+    """MurmurHash3's 32-bit finalizer: every input bit flips about half of the output bits."""
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+    x *= tf.constant(0x85EBCA6B, tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 13))
+    x *= tf.constant(0xC2B2AE35, tf.uint32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+
+
+def uniform_noise(seed, row_ids, t, width):
+    """Uniform numbers in (0, 1), [B, width]: a hash of (seed, row id, step t, column), no random state."""
+    golden = tf.constant(0x9E3779B9, tf.uint32)
+    key = _mix(tf.constant(seed & 0xFFFFFFFF, tf.uint32) + golden)
+    key = _mix(tf.bitwise.bitwise_xor(key, tf.cast(row_ids, tf.uint32)))
+    key = _mix(tf.bitwise.bitwise_xor(key, tf.cast(t, tf.uint32) * golden))
+    column = tf.cast(tf.range(1, width + 1), tf.uint32) * golden
+    bits = _mix(_mix(tf.bitwise.bitwise_xor(key[:, None], column[None, :])))
+    return (tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) / 16777216.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Beam search
+
+
+class BeamSearch(Search):
+    """Keep the `beam_size` best hypotheses per sentence; rank finished ones with GNMT's penalties.
+
+    At every step the 2K best one-token extensions of the K live hypotheses are taken (ranked by
+    log-probability: at equal length the length penalty would not change the order). Those among the best
+    K that end in EOS become finished (at the length limit, all of the best K do); the best K that do not
+    end in EOS stay live. A finished hypothesis is never extended; it is kept among the sentence's K best
+    finished ones, ranked by
+        log P(y | x) / lp(|y|) + cp,   lp(n) = ((5 + n) / 6) ** length_penalty,
+        cp = coverage_penalty * sum over source positions of log(min(attention received, 1))
+    (Wu et al. 2016; |y| counts the EOS). A sentence is done when its `n_best`-th finished hypothesis
+    ranks at least as high as any live one could still reach: log-probabilities only fall as tokens are
+    added, lp grows with length up to the sentence's limit, and cp <= 0, so a live hypothesis can reach at
+    most its log-probability / lp(limit). With beam_size 1 and no length penalty this is greedy search.
+    """
+
+    def __init__(self, step_fn, beam_size=5, length_penalty=0.0, coverage_penalty=0.0, n_best=1,
+                 with_attention=False):
+        super().__init__(step_fn, with_attention)
+        if beam_size < 1 or not 1 <= n_best <= beam_size or length_penalty < 0 or coverage_penalty < 0:
+            raise ValueError(f"need beam_size >= 1, 1 <= n_best <= beam_size and penalties >= 0, got "
+                             f"{beam_size}, {n_best}, {length_penalty}, {coverage_penalty}")
+        self.beam_size, self.n_best = beam_size, n_best
+        self.length_penalty, self.coverage_penalty = length_penalty, coverage_penalty
+
+    def start(self, batch, limit, source_length):
+        k = self.beam_size
+        alive = _buffers(batch, k, limit, source_length, self.with_attention)
+        # only the first beam is live at the start: the others would repeat it
+        alive["score"] = tf.tile(tf.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch, 1])
+        if self.coverage_penalty:
+            alive["coverage"] = tf.zeros([batch, k, source_length])
+        finished = _buffers(batch, k, limit, source_length, self.with_attention)
+        finished.update(score=tf.fill([batch, k], NEG_INF), rank=tf.fill([batch, k], NEG_INF),
+                        length=tf.zeros([batch, k], tf.int32))
+        return {"done": tf.zeros([batch], tf.bool), "alive": alive, "finished": finished}
+
+    def advance(self, step, hyps):
+        k = self.beam_size
+        batch, vocab = tf.shape(step.log_probs)[0], tf.shape(step.log_probs)[2]
+        totals = tf.reshape(hyps["alive"]["score"][:, :, None] + step.log_probs, [batch, k * vocab])
+        score, index = tf.math.top_k(totals, 2 * k)
+        parent, token = index // vocab, index % vocab
+        cands = self._extend(hyps["alive"], parent, token, score, step)
+        is_eos = tf.equal(token, EOS)
+        ends = (is_eos | step.last[:, None]) & (tf.range(2 * k) < k) & tf.logical_not(hyps["done"])[:, None]
+        cands["rank"] = tf.where(ends, self._rank(cands, step), NEG_INF)
+        cands["length"] = tf.fill([batch, 2 * k], step.t + 1)
+        both = {key: tf.concat([value, cands[key]], 1) for key, value in hyps["finished"].items()}
+        finished = _best(both, both["rank"], k)
+        live = {key: cands[key] for key in (*hyps["alive"], "parent", "token")}
+        live["score"] = tf.where(is_eos, NEG_INF, score)  # EOS ends a hypothesis: it never stays live
+        alive = _best(live, live["score"], k)
+        reachable = alive["score"][:, 0] / self._lp(step.max_lengths)
+        done = hyps["done"] | step.last | (finished["rank"][:, self.n_best - 1] >= reachable)
+        rows = tf.range(batch)[:, None] * k + alive.pop("parent")
+        ids = tf.reshape(alive.pop("token"), [-1])
+        return ids, tf.reshape(rows, [-1]), {"done": done, "alive": alive, "finished": finished}
+
+    def _extend(self, alive, parent, token, score, step):
+        """The candidates [B, 2K]: live hypotheses `parent` followed by `token`, with their new score."""
+        cands = {key: tf.gather(value, parent, batch_dims=1) for key, value in alive.items()}
+        attention = tf.gather(step.attention, parent, batch_dims=1)
+        cands["ids"] = _write(cands["ids"], step.t, token)
+        cands["score"] = score
+        if "coverage" in cands:
+            cands["coverage"] += attention
+        if "attention" in cands:
+            cands["attention"] = _write(cands["attention"], step.t, attention)
+        cands["parent"], cands["token"] = parent, token
+        return cands
+
+    def _lp(self, length):
+        if not self.length_penalty:
+            return tf.ones(tf.shape(length))
+        return ((5.0 + tf.cast(length, tf.float32)) / 6.0) ** self.length_penalty
+
+    def _rank(self, cands, step):
+        rank = cands["score"] / self._lp(step.t + 1)
+        if self.coverage_penalty:
+            received = tf.clip_by_value(cands["coverage"], COVERAGE_FLOOR, 1.0)
+            real = tf.cast(step.source_mask, tf.float32)[:, None, :]
+            rank += self.coverage_penalty * tf.reduce_sum(tf.math.log(received) * real, axis=-1)
+        return rank
+
+    def reorder(self, old_state, new_state, parents):
+        """Gather the rows of the chosen parents, for every tensor the step changed.
+
+        A tensor the step returns unchanged (the same object, e.g. the encoder memory) has been unchanged
+        since the start, where it was repeated per beam: it is the same for every beam of a sentence, and
+        gathering it would only copy it.
+        """
+        return tf.nest.map_structure(lambda old, new: new if new is old else tf.gather(new, parents),
+                                     old_state, new_state)
+
+    def result(self, hyps, steps):
+        best = {key: value[:, :self.n_best] for key, value in hyps["finished"].items()}
+        attention = best["attention"][:, :, :steps] if self.with_attention else None
+        return Hypotheses(best["ids"][:, :, :steps], best["score"], best["rank"], best["length"], attention)
+
+
+def _best(hyps, rank, k):
+    """The k hypotheses of highest rank, best first: every tensor of `hyps` [B, M, ...] -> [B, k, ...]."""
+    index = tf.math.top_k(rank, k).indices
+    return {key: tf.gather(value, index, batch_dims=1) for key, value in hyps.items()}
 
 
 def strip_ids(row):

@@ -1,35 +1,324 @@
+"""The search strategies against a fake decoder step with known logits, and against a tiny real model."""
+
+import itertools
+
 import numpy as np
+import pytest
+import tensorflow as tf
 
 from mt.config import ModelConfig
 from mt.model import BOS, EOS, PAD, build_model
-from mt.search import GreedySearch, strip_ids
+from mt.search import BeamSearch, GreedySearch, SamplingSearch, strip_ids, uniform_noise
 
 
-def test_greedy_matches_a_step_by_step_argmax_loop():
+class FakeStep:
+    """A decoder whose logits depend only on (position, previous token): a table [T, V, V].
+
+    The state holds the position of every row and an attention row (a known function of position and
+    previous token), so that every search can be checked against sums over the table.
+    """
+
+    def __init__(self, table, sources=3, seed=0):
+        self.table = np.asarray(table, np.float32)
+        rng = np.random.default_rng(seed)
+        attn = rng.normal(size=self.table.shape[:2] + (sources,)).astype(np.float32)
+        self.attn = np.exp(attn) / np.exp(attn).sum(-1, keepdims=True)
+        self.calls = 0
+
+    @property
+    def log_probs(self):
+        return self.table - np.log(np.exp(self.table).sum(-1, keepdims=True))
+
+    def initial_state(self, batch):
+        sources = self.attn.shape[-1]
+        return {"t": tf.zeros([batch], tf.int32), "attention": tf.zeros([batch, sources])}
+
+    def __call__(self, ids, state):
+        self.calls += 1
+        t = tf.minimum(state["t"], self.table.shape[0] - 1)
+        where = tf.stack([t, ids], 1)
+        return tf.gather_nd(self.table, where), {"t": state["t"] + 1, "attention": tf.gather_nd(self.attn, where)}
+
+    def score(self, seq):
+        """Model log-probability of a token sequence, and the attention each source position received."""
+        prev, total, received = BOS, 0.0, np.zeros(self.attn.shape[-1])
+        for t, token in enumerate(seq):
+            total += self.log_probs[t, prev, token]
+            received += self.attn[t, prev]
+            prev = token
+        return total, received
+
+    def all_outputs(self, limit):
+        """Every output the searches may produce: ending in EOS, or cut at the length limit."""
+        tokens = [v for v in range(self.table.shape[-1]) if v != EOS]
+        for length in range(1, limit + 1):
+            for prefix in itertools.product(tokens, repeat=length - 1):
+                yield list(prefix) + [EOS]
+                if length == limit:
+                    yield from (list(prefix) + [v] for v in tokens)
+
+
+def gnmt_rank(fake, seq, alpha, beta):
+    score, received = fake.score(seq)
+    cp = beta * np.log(np.clip(received, 1e-9, 1.0)).sum()
+    return score / ((5.0 + len(seq)) / 6.0) ** alpha + cp
+
+
+def random_fake(vocab=5, steps=10, scale=2.0, seed=0, eos_bias=0.0):
+    table = np.random.default_rng(seed).normal(size=(steps, vocab, vocab)) * scale
+    table[..., EOS] += eos_bias
+    return FakeStep(table, seed=seed)
+
+
+def run(search, fake, max_lengths):
+    result = search(fake.initial_state(len(max_lengths)), tf.constant(max_lengths, tf.int32))
+    return {key: (None if value is None else value.numpy()) for key, value in result._asdict().items()}
+
+
+def greedy_by_hand(fake, limit):
+    prev, seq = BOS, []
+    for t in range(limit):
+        prev = int(np.argmax(fake.log_probs[t, prev]))
+        seq.append(prev)
+        if prev == EOS:
+            break
+    return seq
+
+
+# -- greedy -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_greedy_follows_the_argmax_and_stops_at_each_sentences_limit(seed):
+    fake = random_fake(seed=seed)
+    limits = [8, 2, 5]
+    out = run(GreedySearch(fake), fake, limits)
+    for b, limit in enumerate(limits):
+        expected = greedy_by_hand(fake, limit)
+        length = out["lengths"][b, 0]
+        assert out["ids"][b, 0, :length].tolist() == expected
+        assert (out["ids"][b, 0, length:] == PAD).all()
+        assert out["scores"][b, 0] == pytest.approx(fake.score(expected)[0], abs=1e-5)
+
+
+def test_a_sentence_cut_at_its_limit_emits_padding_while_others_go_on():
+    fake = random_fake(seed=1, eos_bias=-30.0)  # no EOS: both sentences run to their limits
+    out = run(GreedySearch(fake), fake, [2, 6])
+    assert out["ids"].shape == (2, 1, 6) and out["lengths"][:, 0].tolist() == [2, 6]
+    assert (out["ids"][0, 0, 2:] == PAD).all() and EOS not in out["ids"]
+    np.testing.assert_allclose(out["scores"][:, 0], [fake.score(greedy_by_hand(fake, n))[0] for n in (2, 6)],
+                               atol=1e-5)
+
+
+def test_the_loop_ends_when_every_sentence_has_ended():
+    fake = random_fake(seed=1, eos_bias=-30.0)
+    fake.table[0, BOS, EOS] = 30.0
+    out = run(GreedySearch(fake), fake, [6, 6])
+    assert out["ids"].shape == (2, 1, 1) and (out["ids"][:, 0, 0] == EOS).all()
+    assert out["scores"][0, 0] == pytest.approx(fake.log_probs[0, BOS, EOS], abs=1e-6)
+    assert strip_ids([7, 8, EOS, PAD, 9]) == [7, 8]
+
+
+# -- beam ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_beam_of_one_is_greedy(seed):
+    fake = random_fake(seed=seed, eos_bias=1.0)
+    limits = [7, 3, 9, 1]
+    greedy = run(GreedySearch(fake), fake, limits)
+    beam = run(BeamSearch(fake, beam_size=1), fake, limits)
+    np.testing.assert_array_equal(beam["ids"], greedy["ids"])
+    np.testing.assert_array_equal(beam["scores"], greedy["scores"])
+
+
+@pytest.mark.parametrize("alpha, beta", [(0.0, 0.0), (0.6, 0.0), (1.0, 0.0), (0.0, 0.3), (0.6, 0.2)])
+@pytest.mark.parametrize("seed", range(3))
+def test_a_beam_wider_than_the_search_space_is_exact(alpha, beta, seed):
+    """Nothing is pruned, so the n-best list is the brute-force n-best: the early stop lost nothing."""
+    fake = random_fake(vocab=4, seed=seed, eos_bias=0.5)
+    limit = 4
+    outputs = sorted(fake.all_outputs(limit), key=lambda s: -gnmt_rank(fake, s, alpha, beta))
+    search = BeamSearch(fake, beam_size=len(outputs), length_penalty=alpha, coverage_penalty=beta, n_best=5)
+    out = run(search, fake, [limit])
+    found = [out["ids"][0, n, :out["lengths"][0, n]].tolist() for n in range(5)]
+    expected_ranks = [gnmt_rank(fake, s, alpha, beta) for s in outputs[:5]]
+    np.testing.assert_allclose(out["ranks"][0], expected_ranks, atol=1e-4)
+    assert found[0] == outputs[0]
+    for seq, score, rank in zip(found, out["scores"][0], out["ranks"][0]):
+        assert score == pytest.approx(fake.score(seq)[0], abs=1e-4)
+        assert rank == pytest.approx(gnmt_rank(fake, seq, alpha, beta), abs=1e-4)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+@pytest.mark.parametrize("seed", range(5))
+def test_n_best_lists_are_sorted_distinct_and_well_formed(alpha, seed):
+    fake = random_fake(vocab=6, seed=seed, eos_bias=0.5)
+    limits = [6, 3, 8]
+    out = run(BeamSearch(fake, beam_size=4, length_penalty=alpha, n_best=4), fake, limits)
+    best = run(BeamSearch(fake, beam_size=4, length_penalty=alpha), fake, limits)
+    for b, limit in enumerate(limits):
+        lengths, ranks = out["lengths"][b], out["ranks"][b]
+        seqs = [tuple(out["ids"][b, n, :lengths[n]]) for n in range(4)]
+        assert len(set(seqs)) == 4
+        assert (np.diff(ranks) <= 0).all()
+        np.testing.assert_array_equal(best["ids"][b, 0], out["ids"][b, 0, :best["ids"].shape[2]])
+        for n, seq in enumerate(seqs):
+            # finished hypotheses are never extended: EOS only at the end, nothing after it, and the
+            # score is the model's log-probability of exactly these tokens
+            assert EOS not in seq[:-1] and (out["ids"][b, n, lengths[n]:] == PAD).all()
+            assert seq[-1] == EOS or len(seq) == limit
+            assert out["scores"][b, n] == pytest.approx(fake.score(seq)[0], abs=1e-4)
+
+
+def test_beam_stops_a_sentence_when_no_live_hypothesis_can_win():
+    fake = random_fake(vocab=5, steps=50, seed=3)
+    fake.table[0, BOS, EOS] = 20.0  # an almost certain one-token answer
+    search = BeamSearch(fake, beam_size=3)
+    out = run(search, fake, [40])
+    assert out["ids"].shape[2] == 1  # after one step, every live hypothesis is far below the finished one
+    assert out["ids"][0, 0, 0] == EOS and fake.calls == 1
+
+
+def test_beam_finds_the_better_sequence_greedy_misses():
+    table = np.full((4, 5, 5), -5.0, np.float32)
+    table[0, BOS, 1], table[0, BOS, 2] = 1.0, 0.9  # greedy takes 1 ...
+    table[1, 1, :] = 0.0  # ... after which everything is equally unlikely
+    table[1, 2, EOS] = 5.0  # while 2 is followed by EOS almost surely
+    fake = FakeStep(table)
+    greedy = run(GreedySearch(fake), fake, [4])
+    beam = run(BeamSearch(fake, beam_size=2), fake, [4])
+    assert beam["ids"][0, 0, :2].tolist() == [2, EOS]
+    assert beam["scores"][0, 0] > greedy["scores"][0, 0] + 1.0
+
+
+def test_attention_of_the_chosen_hypotheses():
+    fake = random_fake(vocab=5, seed=2, eos_bias=0.5)
+    for search in (GreedySearch(fake, with_attention=True), BeamSearch(fake, 3, 0.6, n_best=2,
+                                                                          with_attention=True)):
+        out = run(search, fake, [6, 4])
+        n = out["ids"].shape[1]
+        assert out["attention"].shape == out["ids"].shape + (3,)
+        for b, k in itertools.product(range(2), range(n)):
+            seq = out["ids"][b, k, :out["lengths"][b, k]].tolist()
+            prev = [BOS] + seq[:-1]
+            expected = np.stack([fake.attn[t, p] for t, p in enumerate(prev)])
+            np.testing.assert_allclose(out["attention"][b, k, :len(seq)], expected, atol=1e-6)
+            assert not out["attention"][b, k, len(seq):].any()
+
+
+def test_attention_is_zero_without_attention_in_the_state():
+    def step(ids, state):
+        return tf.one_hot(tf.fill(tf.shape(ids), EOS), 6) * 5.0, state
+
+    out = GreedySearch(step, with_attention=True)({"h": tf.zeros([2, 4])}, [5, 5], tf.ones([2, 7], tf.bool))
+    assert out.attention.shape == (2, 1, 1, 7) and not out.attention.numpy().any()
+
+
+def test_beam_runs_inside_a_compiled_function_and_matches_eager():
+    fake = random_fake(vocab=6, seed=4, eos_bias=0.5)
+    search = BeamSearch(fake, beam_size=3, length_penalty=0.6, n_best=3)
+    eager = run(search, fake, [6, 2, 5])
+    compiled = tf.function(lambda state, limits: search(state, limits))
+    graph = compiled(fake.initial_state(3), tf.constant([6, 2, 5]))
+    np.testing.assert_array_equal(graph.ids.numpy(), eager["ids"])
+    np.testing.assert_allclose(graph.ranks.numpy(), eager["ranks"], rtol=1e-6)
+
+
+def test_invalid_settings_are_refused():
+    for bad in ({"beam_size": 0}, {"beam_size": 2, "n_best": 3}, {"length_penalty": -1.0}):
+        with pytest.raises(ValueError):
+            BeamSearch(None, **{"beam_size": 2, **bad})
+    for bad in ({"temperature": 0.0}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}):
+        with pytest.raises(ValueError):
+            SamplingSearch(None, **bad)
+
+
+# -- sampling -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sampling_with_top_k_1_is_greedy(seed):
+    fake = random_fake(seed=seed)
+    limits = [8, 3, 6]
+    greedy = run(GreedySearch(fake), fake, limits)
+    sampled = run(SamplingSearch(fake, temperature=1.7, top_k=1, top_p=0.5, seed=seed), fake, limits)
+    np.testing.assert_array_equal(sampled["ids"], greedy["ids"])
+    np.testing.assert_array_equal(sampled["scores"], greedy["scores"])
+
+
+def test_same_seed_same_samples_other_seed_other_samples():
+    fake = random_fake(vocab=8, seed=0, scale=0.5)
+    limits = [8] * 16
+
+    def sample(seed):
+        return run(SamplingSearch(fake, temperature=1.0, seed=seed), fake, limits)["ids"]
+
+    first = sample(7)
+    np.testing.assert_array_equal(first, sample(7))
+    assert not np.array_equal(first, sample(8))
+    assert len({tuple(row) for row in first[:, 0]}) > 8  # rows draw different numbers
+
+
+def test_a_sentences_sample_depends_on_its_row_id_not_its_batch():
+    fake = random_fake(vocab=8, seed=0, scale=0.5)
+    search = SamplingSearch(fake, top_p=0.95, seed=3)
+    alone = search(fake.initial_state(1), [8], row_ids=[11]).ids.numpy()
+    batch = search(fake.initial_state(3), [8, 8, 8], row_ids=[4, 11, 5]).ids.numpy()
+    steps = alone.shape[2]  # the batch ran at least as long: its sentence 11 is this one
+    np.testing.assert_array_equal(batch[1, :, :steps], alone[0])
+    assert (batch[1, :, steps:] == PAD).all()
+
+
+def first_token_frequencies(search, rows, vocab):
+    fake = search.step_fn
+    out = search(fake.initial_state(rows), tf.fill([rows], 1))
+    return np.bincount(out.ids.numpy()[:, 0, 0], minlength=vocab) / rows
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 0, 1.0), (0.5, 0, 1.0), (2.0, 3, 1.0),
+                                                       (1.0, 0, 0.7), (1.3, 4, 0.8)])
+def test_sampling_follows_the_filtered_distribution(temperature, top_k, top_p):
+    vocab, rows = 6, 6000
+    logits = np.array([2.0, 1.5, 1.0, 0.3, -0.5, 0.8], np.float32)
+    fake = FakeStep(np.tile(logits, (2, vocab, 1)))
+    logp = fake.log_probs[0, BOS] / temperature
+    order = np.argsort(-logp, kind="stable")
+    keep = order[:top_k] if top_k else order
+    probs = np.exp(logp[keep]) / np.exp(logp[keep]).sum()
+    keep = keep[(np.cumsum(probs) - probs) < top_p]
+    expected = np.zeros(vocab)
+    expected[keep] = np.exp(logp[keep]) / np.exp(logp[keep]).sum()
+    freq = first_token_frequencies(SamplingSearch(fake, temperature, top_k, top_p, seed=5), rows, vocab)
+    assert (freq[expected == 0] == 0).all()
+    np.testing.assert_allclose(freq, expected, atol=4 * np.sqrt(0.25 / rows))
+
+
+def test_uniform_noise_is_uniform_and_a_pure_function():
+    noise = uniform_noise(9, tf.range(200), 3, 500).numpy()
+    assert 0.0 < noise.min() and noise.max() < 1.0
+    assert abs(noise.mean() - 0.5) < 0.01 and abs(noise.var() - 1 / 12) < 0.005
+    np.testing.assert_array_equal(noise[17:18], uniform_noise(9, tf.constant([17]), 3, 500).numpy())
+    assert not np.array_equal(noise, uniform_noise(9, tf.range(200), 4, 500).numpy())
+
+
+# -- a real model ---------------------------------------------------------------------------------------------
+
+
+def test_greedy_on_a_model_matches_a_step_by_step_argmax_loop():
     model = build_model(ModelConfig(emb_dim=8, enc_units=6, dec_units=12), 20, 24)
     src = np.array([[5, 6, 7, 3], [9, 4, 0, 0], [11, 0, 0, 0]], np.int32)
-    ids, scores = GreedySearch(model)(src, 12)
+    out = GreedySearch(model.decode_step)(model.encode(src), [12, 12, 12])
+    ids = out.ids.numpy()[:, 0]
     state, prev = model.encode(src), np.full([3], BOS, np.int32)
     finished = np.zeros(3, bool)
     expected, total = [], np.zeros(3)
     for _ in range(ids.shape[1]):
         logits, state = model.decode_step(prev, state)
-        logp = np.asarray(logits) - np.log(np.exp(np.asarray(logits)).sum(-1, keepdims=True))
+        logp = tf.nn.log_softmax(logits).numpy()
         prev = np.where(finished, PAD, logp.argmax(-1)).astype(np.int32)
         total += np.where(finished, 0.0, logp.max(-1))
         finished |= prev == EOS
         expected.append(prev)
     np.testing.assert_array_equal(ids, np.stack(expected, 1))
-    np.testing.assert_allclose(scores, total, rtol=1e-4)
-    assert ids.shape[1] <= 12
-
-
-def test_finished_sentences_emit_only_padding():
-    model = build_model(ModelConfig(emb_dim=8, enc_units=6, dec_units=12), 20, 24)
-    # bias the output layer towards EOS so that sentences end early
-    kernel, bias = model.output_layer.get_weights()
-    bias[EOS] = 5.0
-    model.output_layer.set_weights([kernel, bias])
-    ids, _ = GreedySearch(model)(np.array([[5, 6, 7, 3]], np.int32), 20)
-    assert ids[0, 0] == EOS and ids.shape[1] == 1
-    assert strip_ids([7, 8, EOS, PAD, 9]) == [7, 8]
+    np.testing.assert_allclose(out.scores.numpy()[:, 0], total, rtol=1e-5)
