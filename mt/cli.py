@@ -168,14 +168,23 @@ _WEIGHTS = click.option("--weights", type=click.Choice(["best", "last"]), defaul
 @click.option("--out", type=click.Path(dir_okay=False), help="Image (.png, .svg, .pdf) or page (.html) to "
               "write; default: a text map on stdout.")
 @click.option("--max-sentences", default=20, show_default=True, help="Use at most this many lines of --input.")
+@click.option("--search", type=click.Choice(["beam", "greedy", "sample"]), default="beam", show_default=True,
+              help="Search strategy, as for translate.")
+@click.option("--beam-size", default=5, show_default=True, help="Beam search: hypotheses kept per sentence.")
+@click.option("--length-penalty", default=0.6, show_default=True, help="Beam search: GNMT length penalty.")
+@click.option("--coverage-penalty", default=0.0, show_default=True, help="Beam search: GNMT coverage penalty.")
+@click.option("--temperature", default=1.0, show_default=True, help="Sampling: divide log-probabilities by this.")
+@click.option("--top-k", default=0, show_default=True, help="Sampling: only from the K most probable pieces.")
+@click.option("--top-p", default=1.0, show_default=True, help="Sampling: nucleus probability.")
+@click.option("--seed", default=1234, show_default=True, help="Sampling: the same seed gives the same output.")
 @click.option("--max-length-ratio", default=2.0, show_default=True,
-              help="Output length limit: ratio x source length + 10 pieces.")
+              help="Output length limit of each sentence: ratio x its source length + 10 pieces.")
 @_WEIGHTS
 def inspect_attention(**kwargs):
     """Where the decoder attends, as heatmaps.
 
-    Translates the source as `mt translate` does and shows, for each target piece, the attention
-    weights over the source pieces that the search used.
+    Translates the source as `mt translate` does, with the same search options and defaults, and shows
+    for each target piece the attention over the source pieces at the step that produced it.
     """
     from mt.inspect import attention as stage_module
 

@@ -1,8 +1,9 @@
 """Attention maps: for every target piece of a translation, the decoder's attention over the source pieces.
 
-The weights come out of the search that translates (`with_attention=True`): the run's own search strategy
-and settings, with the attention of the chosen hypothesis recorded at each step. So the map shows what
-was decoded, row by row, down to the step that produced the end of sentence (`</s>`). Rows are target
+The weights come out of the search that translates: the Translator of `mt translate`, with the search
+its options build (the same options and defaults here), set to record the attention of the chosen
+hypothesis at each step (`with_attention`). So the map shows what `mt translate` decodes, row by row,
+down to the step that produced the end of sentence (`</s>`). Rows are target
 pieces, columns source pieces, labelled with their SentencePiece pieces; padding never gets a column.
 
 Outputs: a text map on stdout, an image (.png, .svg, .pdf; matplotlib, one panel per sentence), or a
@@ -16,82 +17,63 @@ import click
 import numpy as np
 
 from mt.errors import UserError
-from mt.inspect.common import display_piece, source_lines
+from mt.inspect.common import printable, source_lines
 
-BATCH = 16
-MAX_PIECES = 1000  # longer inputs are cut, as translate does
 EOS_LABEL = "</s>"
 SHADES = " .:-=+*#%@"  # text map: weight 0 ... 1
 
 
 class Alignment:
-    """One sentence: source and target pieces, the translation, and weights [target, source]."""
+    """One sentence: source and target pieces, the decoded ids and translation, weights [target, source]."""
 
-    def __init__(self, source, source_pieces, target_pieces, translation, weights):
+    def __init__(self, source, source_pieces, target_ids, target_pieces, translation, weights):
         self.source, self.translation = source, translation
-        self.source_pieces, self.target_pieces = source_pieces, target_pieces
+        self.source_pieces, self.target_ids, self.target_pieces = source_pieces, target_ids, target_pieces
         self.weights = weights
 
 
-def attention_search(translator):
-    """The translator's search with attention recorded: the same strategy and settings, or greedy search
-    if the translator has no search object of its own."""
-    from mt import search as search_module
-
-    current = getattr(translator, "search", None)
-    if isinstance(current, search_module.Search) and current.step_fn == translator.model.decode_step:
-        search = copy.copy(current)  # the translator's own object stays as it is
-        search.with_attention = True
-        return search
-    return search_module.GreedySearch(translator.model.decode_step, with_attention=True)
+SEARCH_DEFAULTS = dict(search="beam", beam_size=5, length_penalty=0.6, coverage_penalty=0.0, temperature=1.0,
+                       top_k=0, top_p=1.0, seed=1234)  # those of `mt translate`
 
 
-def compile_search(model, search):
-    """A graph function (src [B, S] int32, max_lengths [B] int32) -> (ids, lengths, attention) of the best
-    hypothesis: ids [B, T], lengths [B] (EOS included), attention [B, T, S]."""
-    import tensorflow as tf
-
-    from mt.model import PAD
-
-    def run(src, max_lengths):
-        hyps = search(model.encode(src), max_lengths, source_mask=tf.not_equal(src, PAD))
-        return hyps.ids[:, 0], hyps.lengths[:, 0], hyps.attention[:, 0]
-
-    spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
-    return tf.function(run, input_signature=spec)
+def with_attention(search):
+    """A copy of `search` (same strategy and settings) that also returns the attention of its hypotheses."""
+    recording = copy.copy(search)  # the caller's object stays as it is
+    recording.with_attention = True
+    return recording
 
 
-def max_lengths_for(encoded, max_length_ratio):
-    """Each sentence's output limit: ratio x its source length + 10 pieces."""
-    return np.array([int(max_length_ratio * len(ids)) + 10 for ids in encoded], np.int32)
+def attention_translator(translator, **search_options):
+    """A Translator over the same model and tokenizers whose search is the one `mt translate` builds from
+    these options (its defaults without any), recording attention."""
+    from mt.translate import Translator, make_search
+
+    options = {**SEARCH_DEFAULTS, **search_options}
+    search = make_search(translator.model, n_best=1, **options)
+    return Translator(translator.model, translator.src_tok, translator.tgt_tok, search=with_attention(search))
 
 
-def align(translator, sentences, max_length_ratio=2.0):
-    """Translate `sentences` (non-empty strings) and return one Alignment per sentence."""
-    from mt.data import pad_sources
+def align(translator, sentences, max_length_ratio=2.0, batch_size=64):
+    """Translate `sentences` (non-empty strings) with the translator as it is (its search must record
+    attention: see attention_translator) and return one Alignment per sentence."""
     from mt.model import EOS
-    from mt.search import strip_ids
 
     model = translator.model
     if not getattr(model, "attention", True):
         raise UserError("this model has no attention (model.attention: none): there is no map to draw")
     src_tok, tgt_tok = translator.src_tok, translator.tgt_tok
-    encoded = [ids[:MAX_PIECES] for ids in src_tok.encode(sentences)]
-    if any(not ids for ids in encoded):
-        raise UserError("a source sentence encodes to no piece at all; nothing to attend to")
-    decode = compile_search(model, attention_search(translator))
+    found = translator.hypotheses(sentences, batch_size, max_length_ratio)
     out = []
-    for start in range(0, len(encoded), BATCH):
-        chunk = encoded[start:start + BATCH]
-        ids, lengths, weights = decode(pad_sources(chunk), max_lengths_for(chunk, max_length_ratio))
-        ids, lengths, weights = np.asarray(ids), np.asarray(lengths), np.asarray(weights)
-        for row, source_ids in enumerate(chunk):
-            steps = int(lengths[row])
-            target_ids = [int(i) for i in ids[row, :steps]]
-            target_pieces = [EOS_LABEL if i == EOS else tgt_tok.id_to_piece(i) for i in target_ids]
-            translation = tgt_tok.decode([strip_ids(target_ids)])[0]
-            out.append(Alignment(sentences[start + row], [src_tok.id_to_piece(i) for i in source_ids],
-                                 target_pieces, translation, weights[row, :steps, :len(source_ids)]))
+    for sentence, hypotheses in zip(sentences, found):
+        best = hypotheses[0]
+        if best.attention is None:
+            raise UserError("the search returned no attention weights")
+        weights = np.asarray(best.attention, np.float32)
+        target_ids = list(best.ids) + [EOS] * (weights.shape[0] - len(best.ids))  # the step that ended it
+        source_ids = src_tok.encode([sentence])[0][:weights.shape[1]]
+        out.append(Alignment(sentence, [src_tok.id_to_piece(i) for i in source_ids], target_ids,
+                             [EOS_LABEL if i == EOS else tgt_tok.id_to_piece(i) for i in target_ids],
+                             best.text, weights))
     return out
 
 
@@ -102,7 +84,7 @@ def format_text(alignment) -> str:
     """A text map: the numbered source pieces, then per target piece a shade per source piece and the
     piece it attends to most."""
     a = alignment
-    lines = [f"source:      {a.source}", f"translation: {a.translation}",
+    lines = [f"source:      {printable(a.source)}", f"translation: {printable(a.translation)}",
              "source pieces: " + "  ".join(f"{j}:{p}" for j, p in enumerate(a.source_pieces))]
     width = max([len(p) for p in a.target_pieces] + [6])
     ruler = "".join(f"{j % 10} " for j in range(len(a.source_pieces)))
@@ -170,15 +152,15 @@ def draw(alignments, path, title=None):
         image = ax.imshow(a.weights, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
         ax.xaxis.tick_top()
         ax.set_xticks(range(len(a.source_pieces)))
-        ax.set_xticklabels(a.source_pieces, rotation=90, fontsize=8)
+        ax.set_xticklabels([printable(p) for p in a.source_pieces], rotation=90, fontsize=8)
         ax.set_yticks(range(len(a.target_pieces)))
-        ax.set_yticklabels(a.target_pieces, fontsize=8)
+        ax.set_yticklabels([printable(p) for p in a.target_pieces], fontsize=8)
         ax.tick_params(length=0)
         for spine in ax.spines.values():
             spine.set_visible(False)
         bar = fig.add_axes([(left + grid_w + 0.15) / width, bottom, 0.12 / width, min(grid_h, 1.5) / height])
         fig.colorbar(image, cax=bar).ax.tick_params(labelsize=7)
-        heading = f"{number}. {a.source}  \u2192  {a.translation}"
+        heading = printable(f"{number}. {a.source}  \u2192  {a.translation}")
         if len(heading) > max_chars:
             heading = heading[:max_chars - 1] + "\u2026"
         fig.text(0.1 / width, 1 - (panel_top + 0.12) / height, heading, fontsize=9, va="top", ha="left")
@@ -202,25 +184,30 @@ def render_page(path, alignments, run_dir, source, search_name, notes=()):
     parts += [f'<p class="note">{html.escape(note)}</p>' for note in notes]
     parts.append(html.legend(html.SEQUENTIAL, "0", "1"))
     for number, a in enumerate(alignments, start=1):
-        parts.append(f"<section><h2>{number}. {html.escape(a.source)}</h2>"
-                     f'<p class="meta">&#8594; {html.escape(a.translation)}</p>'
-                     f"{html.heatmap_table(a.target_pieces, a.source_pieces, a.weights)}</section>")
+        rows, columns = [printable(p) for p in a.target_pieces], [printable(p) for p in a.source_pieces]
+        parts.append(f"<section><h2>{number}. {html.escape(printable(a.source))}</h2>"
+                     f'<p class="meta">&#8594; {html.escape(printable(a.translation))}</p>'
+                     f"{html.heatmap_table(rows, columns, a.weights)}</section>")
     html.write_page(path, f"Attention: {os.path.basename(os.path.normpath(run_dir))}", "\n".join(parts))
 
 
-def describe_search(search):
-    """'greedy search' or 'beam search (beam 5)', for the page."""
-    name = type(search).__name__
-    words = {"GreedySearch": "greedy search", "BeamSearch": "beam search", "SamplingSearch": "sampling"}
-    text = words.get(name, name)
-    if getattr(search, "beam_size", 1) > 1:
-        text += f" (beam {search.beam_size})"
-    return text
+def describe_search(options):
+    """'beam search (beam 5, length penalty 0.6)', 'greedy search' or 'sampling (...)', for the page."""
+    o = {**SEARCH_DEFAULTS, **options}
+    if o["search"] == "greedy":
+        return "greedy search"
+    if o["search"] == "sample":
+        return (f"sampling (temperature {o['temperature']}, top-k {o['top_k']}, top-p {o['top_p']}, "
+                f"seed {o['seed']})")
+    text = f"beam search (beam {o['beam_size']}, length penalty {o['length_penalty']}"
+    if o["coverage_penalty"]:
+        text += f", coverage penalty {o['coverage_penalty']}"
+    return text + ")"
 
 
-def run(model, src, input, out, max_sentences, max_length_ratio, weights):
+def run(model, src, input, out, max_sentences, max_length_ratio, weights, **search_options):
     """`mt inspect attention`: maps for --src or the lines of --input; to OUT (.png/.svg/.pdf/.html) or
-    as text on stdout."""
+    as text on stdout. `search_options` are those of `mt translate` (search, beam_size, ...)."""
     from mt.inspect import plot
     from mt.translate import load_translator
 
@@ -238,14 +225,16 @@ def run(model, src, input, out, max_sentences, max_length_ratio, weights):
     for note in notes:
         click.echo(f"note: {note}", err=True)
     translator = load_translator(model, weights)
-    alignments = align(translator, sentences, max_length_ratio)
+    if not translator.model.attention:
+        raise UserError(f"{model}: this model has no attention (model.attention: none): there is no map to draw")
+    alignments = align(attention_translator(translator, **search_options), sentences, max_length_ratio)
     if kind == "text":
         click.echo("\n\n".join(format_text(a) for a in alignments))
     elif kind == "html":
         where = "--src sentence" if src is not None else ("stdin" if input == "-" else f"input {input}")
-        render_page(out, alignments, str(model), where, describe_search(attention_search(translator)), notes)
+        render_page(out, alignments, str(model), where, describe_search(search_options), notes)
     else:
-        draw(alignments, out, title=f"attention of {os.path.normpath(model)}")
+        draw(alignments, out, title=f"attention of {os.path.normpath(model)}, {describe_search(search_options)}")
     if out is not None:
         click.echo(f"attention of {len(alignments)} sentence(s) -> {out}", err=True)
     return alignments

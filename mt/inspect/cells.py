@@ -103,14 +103,17 @@ def collect(model, tokenizer, sentences):
 def correlations(activations, features) -> np.ndarray:
     """Pearson r [F, U] between each feature column [N, F] and each unit column [N, U]; NaN for a feature
     that is constant over the text, 0 for a unit that is."""
-    a = activations - activations.mean(axis=0)
-    f = features - features.mean(axis=0)
+    a = np.asarray(activations, np.float64)
+    f = np.asarray(features, np.float64)
+    a = a - a.mean(axis=0)
+    f = f - f.mean(axis=0)
     a_norm = np.sqrt((a * a).sum(axis=0))
     f_norm = np.sqrt((f * f).sum(axis=0))
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (f.T @ a) / (f_norm[:, None] * a_norm[None, :])
-    r[:, a_norm < 1e-8] = 0.0
-    r[f_norm < 1e-8, :] = np.nan
+    scale = np.sqrt(max(len(a), 1))
+    r[:, a_norm / scale < 1e-6] = 0.0  # standard deviation below 1e-6: a constant unit
+    r[f_norm / scale < 1e-6, :] = np.nan
     return r
 
 

@@ -1,4 +1,6 @@
-"""What the inspect commands share: reading their source text, and showing pieces."""
+"""What the inspect commands share: reading their source text, and showing pieces and text."""
+
+import unicodedata
 
 from mt.errors import UserError
 
@@ -46,5 +48,17 @@ def display_piece(piece, first=False):
     """A piece as readable text: like piece_text, but a non-ASCII byte piece stays as it is (<0xE2>), and
     the space of a word start is dropped at the start of a sentence."""
     value = byte_value(piece)
-    text = piece if value is not None and value >= 0x80 else piece_text(piece)
+    text = piece if value is not None and value >= 0x80 else printable(piece_text(piece))
     return text.lstrip(" ") if first else text
+
+
+def printable(text) -> str:
+    """`text` with control and format characters shown as escapes (an untrained model can decode a
+    stray byte piece into one), so that labels and headings stay readable and drawable."""
+    out = []
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cf"):
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
