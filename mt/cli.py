@@ -82,6 +82,14 @@ def preprocess(**kwargs):
 @click.option("--max-steps", type=int, help="Stop after this many steps (overrides the config).")
 @click.option("--max-minutes", type=float, help="Stop after this many minutes (overrides the config).")
 @click.option("--seed", type=int, help="Random seed (overrides the config).")
+@click.option("--strategy", type=click.Choice(["auto", "one", "mirrored", "multi-worker", "tpu"]), default="auto",
+              show_default=True, help="tf.distribute strategy: auto picks multi-worker when TF_CONFIG names a "
+              "cluster, mirrored with several GPUs, else one device.")
+@click.option("--cpu-replicas", default=0, help="Split the CPU into N logical devices and train data-parallel "
+              "on them (to try mirrored training without GPUs).")
+@click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
+              help="Compute precision (overrides the config); mixed_float16 uses loss scaling.")
+@click.option("--checkpoint-every", type=int, help="Steps between checkpoints (overrides the config).")
 def train(**kwargs):
     """Train an encoder-decoder with attention on a prepared data folder."""
     from mt import train as stage_module

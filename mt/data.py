@@ -67,15 +67,37 @@ class Batcher:
         """Pair indices -> padded (src, tgt_in, tgt_out) int32 arrays."""
         return pad_batch([self.src[i] for i in indices], [self.tgt[i] for i in indices])
 
-    def iterate(self, start_epoch=0, start_batch=0, max_epochs=0):
-        """Yield (epoch, batch_number, batch arrays) from a position on, epoch after epoch."""
+    def positions(self, start_epoch=0, start_batch=0, max_epochs=0):
+        """Yield (epoch, batch_number, pair indices) from a position on, epoch after epoch."""
         epoch = start_epoch
         while not max_epochs or epoch < max_epochs:
             for number, indices in enumerate(self.epoch_batches(epoch)):
-                if epoch == start_epoch and number < start_batch:
-                    continue
-                yield epoch, number, self.make_batch(indices)
+                if epoch > start_epoch or number >= start_batch:
+                    yield epoch, number, indices
             epoch += 1
+
+    def iterate(self, start_epoch=0, start_batch=0, max_epochs=0):
+        """Yield (epoch, batch_number, batch arrays) from a position on, epoch after epoch."""
+        for epoch, number, indices in self.positions(start_epoch, start_batch, max_epochs):
+            yield epoch, number, self.make_batch(indices)
+
+
+def shard_batch(batcher, indices, replicas):
+    """Split one global batch into `replicas` padded shards (rows dealt out in turn, so lengths balance).
+
+    Returns (list of (src, tgt_in, tgt_out), number of real target tokens in the global batch). A replica
+    left without rows gets one all-padding row, which adds nothing to the loss.
+    """
+    shards = []
+    for replica in range(replicas):
+        rows = indices[replica::replicas]
+        if len(rows):
+            shards.append(batcher.make_batch(rows))
+        else:
+            empty = np.zeros((1, 1), np.int32)
+            shards.append((empty, empty, empty))
+    tokens = float(sum(batcher.tgt_len[i] for i in indices))
+    return shards, tokens
 
 
 def pad_batch(src_seqs, tgt_seqs):

@@ -5,18 +5,23 @@ Run folder layout:
     data.json              vocabulary sizes and the data folder's manifest summary
     src.spm.model, tgt.spm.model   the tokenizers
     weights/best.weights.h5, weights/last.weights.h5
-    checkpoints/           weights, optimizer state, step and data position (for resuming)
+    checkpoints/           weights, optimizer state, step, data position, RNG state (for resuming)
     metrics.jsonl          one JSON object per log line and per validation
     tb/                    TensorBoard logs
-    done.json              written when the run has finished (why, at which step, best scores)
+    done.json              written when the run has finished (why, at which step, best score)
 
-Running the same command again on an unfinished run resumes from its last checkpoint.
+Running the same command again on an unfinished run resumes from its last checkpoint; Ctrl-C and SIGTERM
+save a checkpoint first. Training runs under a tf.distribute strategy (see mt/distribute.py) with a custom
+step: each replica computes the gradient of (its sum of token losses / real target tokens in the global
+batch), the gradients are summed across replicas, clipped by their global norm, and applied once, so one
+replica and N replicas compute the same update for the same global batch.
 """
 
 import json
 import math
 import os
 import shutil
+import signal
 import time
 
 import click
@@ -25,9 +30,11 @@ from mt.atomic import write_json
 from mt.errors import UserError
 
 
-def run(data, out, config, max_steps, max_minutes, seed):
+def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_replicas=0, precision=None,
+        checkpoint_every=None):
     """`mt train`: create or resume the run folder OUT from the prepared data folder DATA."""
     from mt.config import Config
+    from mt.distribute import make_strategy
 
     manifest = load_manifest(data)
     done = os.path.join(out, "done.json")
@@ -38,11 +45,13 @@ def run(data, out, config, max_steps, max_minutes, seed):
         return
     snapshot = os.path.join(out, "config.yaml")
     cfg = Config.load(snapshot if os.path.exists(snapshot) else config)
-    for key, value in (("max_steps", max_steps), ("max_minutes", max_minutes), ("seed", seed)):
+    overrides = {"max_steps": max_steps, "max_minutes": max_minutes, "seed": seed, "precision": precision,
+                 "checkpoint_every": checkpoint_every}
+    for key, value in overrides.items():
         if value is not None:
             setattr(cfg.train, key, value)
     cfg.check()
-    Trainer(cfg, data, manifest, out).fit()
+    Trainer(cfg, data, manifest, out, make_strategy(strategy, cpu_replicas, cfg.train.precision)).fit()
 
 
 def load_manifest(data):
@@ -53,44 +62,67 @@ def load_manifest(data):
         return json.load(f)
 
 
-class Trainer:
-    """Owns the model, optimizer, data and run folder of one training run."""
+class Stop(Exception):
+    """Raised by the SIGTERM handler: save a checkpoint and exit, like Ctrl-C."""
 
-    def __init__(self, cfg, data_dir, manifest, out):
+
+class Trainer:
+    """Owns the strategy, model, optimizer, data and run folder of one training run."""
+
+    def __init__(self, cfg, data_dir, manifest, out, strategy):
+        import keras
+
+        from mt.distribute import is_chief, worker_folder
+
+        self.cfg, self.tc, self.data_dir, self.out, self.strategy = cfg, cfg.train, data_dir, out, strategy
+        self.chief = is_chief(strategy)
+        self.folder = worker_folder(out, self.chief)  # the chief writes the run folder, others a temp folder
+        keras.utils.set_random_seed(self.tc.seed)
+        self.src_vocab, self.tgt_vocab = manifest["vocab"]["src"], manifest["vocab"]["tgt"]
+        if self.chief:
+            self._prepare_folder(manifest)
+        self._load_data(manifest)
+        self._build_state()
+
+    def _load_data(self, manifest):
+        from mt.data import Batcher
+        from mt.shards import read_split
+
+        train_src, train_tgt = read_split(self.data_dir, "train")
+        self.batcher = Batcher(train_src, train_tgt, self.tc.batch_tokens, self.tc.max_len, self.tc.seed)
+        if self.batcher.num_pairs == 0:
+            raise UserError(f"{self.data_dir}: no training pair is within train.max_len={self.tc.max_len} "
+                            "pieces; raise max_len in the config")
+        dev_src, dev_tgt = read_split(self.data_dir, "dev")
+        self.dev = Batcher(dev_src, dev_tgt, self.tc.batch_tokens)
+        self.dev_text = self._read_dev_text(manifest)
+
+    def _build_state(self):
         import keras
         import tensorflow as tf
 
-        from mt.data import Batcher
         from mt.model import build_model
-        from mt.shards import read_split
 
-        self.cfg, self.tc, self.data_dir, self.out = cfg, cfg.train, data_dir, out
-        keras.utils.set_random_seed(self.tc.seed)
-        self.src_vocab, self.tgt_vocab = manifest["vocab"]["src"], manifest["vocab"]["tgt"]
-        self._prepare_folder(manifest)
-        train_src, train_tgt = read_split(data_dir, "train")
-        self.batcher = Batcher(train_src, train_tgt, self.tc.batch_tokens, self.tc.max_len, self.tc.seed)
-        if self.batcher.num_pairs == 0:
-            raise UserError(f"{data_dir}: no training pair is within train.max_len={self.tc.max_len} pieces")
-        dev_src, dev_tgt = read_split(data_dir, "dev")
-        self.dev = Batcher(dev_src, dev_tgt, self.tc.batch_tokens)
-        self.dev_text = self._read_dev_text(manifest)
-        self.model = build_model(cfg.model, self.src_vocab, self.tgt_vocab)
-        self.optimizer = keras.optimizers.Adam(self.tc.learning_rate)
-        self.optimizer.build(self.model.trainable_variables)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
-        self.best = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_score")
-        self.bad_evals = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_evals")
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step,
-                                              epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
-                                              best=self.best, bad_evals=self.bad_evals)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(out, "checkpoints"), 2)
+        with self.strategy.scope():
+            self.model = build_model(self.cfg.model, self.src_vocab, self.tgt_vocab)
+            optimizer = keras.optimizers.Adam(self.tc.learning_rate)
+            self.loss_scaling = self.tc.precision == "mixed_float16"  # bfloat16 needs no loss scaling
+            if self.loss_scaling:
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            self.optimizer = optimizer
+            self.optimizer.build(self.model.trainable_variables)
+            counters = ("step", "epoch", "batch_in_epoch", "bad_evals")
+            self.counters = {n: tf.Variable(0, dtype=tf.int64, trainable=False, name=n) for n in counters}
+            self.best = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_score")
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, best=self.best,
+                                              **self.counters)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.folder, "checkpoints"), 2)
         spec = [tf.TensorSpec([None, None], tf.int32)] * 3
-        self.train_step = tf.function(self._train_step, input_signature=spec)
         self.eval_step = tf.function(self._eval_step, input_signature=spec)
-        self.writer = tf.summary.create_file_writer(os.path.join(out, "tb"))
+        self.writer = tf.summary.create_file_writer(os.path.join(self.folder, "tb"))
+
+    def count(self, name):
+        return int(self.counters[name].numpy())
 
     # -- run folder ------------------------------------------------------------------------------------
 
@@ -118,26 +150,67 @@ class Trainer:
         return sides
 
     def _save_weights(self, name):
+        if not self.chief:
+            return
         path = os.path.join(self.out, "weights", f"{name}.weights.h5")
         tmp = os.path.join(self.out, "weights", f".tmp-{name}.weights.h5")
         self.model.save_weights(tmp)
         os.replace(tmp, path)
 
+    def _save_checkpoint(self):
+        """Every task saves (multi-worker saving is collective); only the chief's lands in the run folder."""
+        self.manager.save(checkpoint_number=self.count("step"))
+
+    def _restore(self):
+        import tensorflow as tf
+
+        latest = tf.train.latest_checkpoint(os.path.join(self.out, "checkpoints"))
+        if latest:
+            self.checkpoint.restore(latest)
+            click.echo(f"Resuming from step {self.count('step')}", err=True)
+
     def _log(self, record):
+        if not self.chief:
+            return
+        import tensorflow as tf
+
         record = {"time": round(time.time(), 3), **record}
         with open(os.path.join(self.out, "metrics.jsonl"), "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        import tensorflow as tf
-
         with self.writer.as_default(step=int(record["step"])):
             for key, value in record.items():
                 if key not in ("time", "step", "kind") and isinstance(value, (int, float)):
                     tf.summary.scalar(f"{record['kind']}/{key}", value)
 
+    # -- distributed input -----------------------------------------------------------------------------
+
+    def _distributed_dataset(self, start_epoch, start_batch):
+        """Per-replica shards of each global batch, from a position on (distribute_datasets_from_function)."""
+        import tensorflow as tf
+
+        from mt.data import shard_batch
+
+        replicas = self.strategy.num_replicas_in_sync
+
+        def dataset_fn(context):
+            local = replicas // context.num_input_pipelines
+            first = context.input_pipeline_id * local
+
+            def generate():
+                for _, _, indices in self.batcher.positions(start_epoch, start_batch, self.tc.max_epochs):
+                    shards, tokens = shard_batch(self.batcher, indices, replicas)
+                    for replica in range(first, first + local):
+                        yield (*shards[replica], tokens)
+
+            spec = (*[tf.TensorSpec([None, None], tf.int32)] * 3, tf.TensorSpec([], tf.float32))
+            return tf.data.Dataset.from_generator(generate, output_signature=spec).prefetch(2 * local)
+
+        return self.strategy.distribute_datasets_from_function(dataset_fn)
+
     # -- compiled steps --------------------------------------------------------------------------------
 
     def _loss_sums(self, src, tgt_in, tgt_out, training):
-        """(sum of token losses, number of real target tokens) for one batch."""
+        """(sum of token losses, number of real target tokens) for one (per-replica) batch."""
         import tensorflow as tf
 
         logits = self.model((src, tgt_in), training=training)
@@ -149,17 +222,44 @@ class Trainer:
             nll = (1.0 - eps) * nll + eps * uniform
         return tf.reduce_sum(nll * mask), tf.reduce_sum(mask)
 
-    def _train_step(self, src, tgt_in, tgt_out):
+    def _replica_step(self, src, tgt_in, tgt_out, global_tokens, stop):
+        """One update from this replica's shard of the global batch.
+
+        The replica's loss is its sum of token losses over the global batch's real target tokens, so the
+        gradients summed over replicas are the gradient of the global mean. They are summed here to clip
+        them by their global norm; Keras' optimizer sums what it is given over replicas once more, hence
+        the division by the number of replicas before `apply`."""
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            loss_sum, tokens = self._loss_sums(src, tgt_in, tgt_out, training=True)
-            loss = loss_sum / tf.maximum(tokens, 1.0)
+            loss_sum, _ = self._loss_sums(src, tgt_in, tgt_out, training=True)
+            loss = loss_sum / tf.maximum(global_tokens, 1.0)
+            if self.loss_scaling:
+                loss = self.optimizer.scale_loss(loss)
         variables = self.model.trainable_variables
-        grads = tape.gradient(loss, variables)
-        grads, norm = tf.clip_by_global_norm(grads, self.tc.clip_norm)
-        self.optimizer.apply(grads, variables)
-        return loss_sum, tokens, norm
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
+        # Embedding gradients come as IndexedSlices whose repeated rows would make the global norm wrong:
+        # make them dense, then sum over replicas.
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+        if replicas > 1:
+            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        clip = self.tc.clip_norm
+        if self.loss_scaling:  # the gradient is scaled: clipping it at clip x scale clips the real one at clip
+            clip = clip * tf.cast(self.optimizer.dynamic_scale, tf.float32)
+        grads, norm = tf.clip_by_global_norm(grads, clip)
+        self.optimizer.apply([g / float(replicas) for g in grads] if replicas > 1 else grads, variables)
+        stop = tf.identity(stop)  # this replica's own copy of the flag, for the all-reduce
+        loss_sum, stop = context.all_reduce(tf.distribute.ReduceOp.SUM, [loss_sum, stop])
+        return loss_sum, stop, norm
+
+    def _train_step(self, batch, stop):
+        """One update over the global batch; returns (loss sum, real target tokens, stop?, gradient norm)."""
+        src, tgt_in, tgt_out, global_tokens = batch
+        loss_sum, stop, norm = self.strategy.run(self._replica_step,
+                                                 args=(src, tgt_in, tgt_out, global_tokens, stop))
+        first = self.strategy.experimental_local_results
+        return first(loss_sum)[0], first(global_tokens)[0], first(stop)[0] > 0, first(norm)[0]
 
     def _eval_step(self, src, tgt_in, tgt_out):
         return self._loss_sums(src, tgt_in, tgt_out, training=False)
@@ -167,64 +267,74 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------------
 
     def fit(self):
-        resumed = self.manager.restore_or_initialize()
-        if resumed:
-            click.echo(f"Resuming from step {int(self.step.numpy())}", err=True)
+        import tensorflow as tf
+
+        self._restore()
         click.echo(f"training on {self.batcher.num_pairs} pairs, {self.model.count_params():,} parameters, "
-                   f"run folder {self.out}", err=True)
-        start, reason = time.time(), "max_epochs"
-        self.start_step = int(self.step.numpy())
-        window = {"loss": 0.0, "tokens": 0.0, "start": time.time()}
+                   f"{self.strategy.num_replicas_in_sync} replica(s), run folder {self.out}", err=True)
+        start_epoch, start_batch = self.count("epoch"), self.count("batch_in_epoch")
+        dataset = self._distributed_dataset(start_epoch, start_batch)
+        step_fn = tf.function(self._train_step, input_signature=[dataset.element_spec,
+                                                                 tf.TensorSpec([], tf.float32)])
+        positions = self.batcher.positions(start_epoch, start_batch, self.tc.max_epochs)
+        self.clock = {"start": time.time(), "start_step": self.count("step"), "window": time.time(),
+                      "loss": 0.0, "tokens": 0.0}
+        previous = signal.signal(signal.SIGTERM, _raise_stop)
+        reason = "max_epochs"
         try:
-            for epoch, number, batch in self.batcher.iterate(int(self.epoch.numpy()),
-                                                             int(self.batch_in_epoch.numpy()),
-                                                             self.tc.max_epochs):
-                loss_sum, tokens, _ = self.train_step(*batch)
-                self.step.assign_add(1)
-                self.epoch.assign(epoch)
-                self.batch_in_epoch.assign(number + 1)
-                window["loss"] += float(loss_sum)
-                window["tokens"] += float(tokens)
-                reason = self._after_step(start, window)
+            for batch, (epoch, number, _) in zip(dataset, positions):
+                loss_sum, tokens, stop, _ = step_fn(batch, tf.constant(float(self._time_is_up())))
+                self._advance(epoch, number, float(loss_sum), float(tokens))
+                reason = "max_minutes" if bool(stop) else self._after_step()
                 if reason:
                     break
-        except KeyboardInterrupt:
-            self.manager.save(checkpoint_number=int(self.step.numpy()))
-            click.echo(f"\ninterrupted at step {int(self.step.numpy())}: checkpoint saved; run the same "
-                       "command again to resume", err=True)
-            raise
+        except (KeyboardInterrupt, Stop):
+            self._save_checkpoint()
+            click.echo(f"\ninterrupted at step {self.count('step')}: checkpoint saved; run the same command "
+                       "again to resume", err=True)
+            raise KeyboardInterrupt from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         self._finish(reason or "max_epochs")
 
-    def _after_step(self, start, window):
+    def _advance(self, epoch, number, loss_sum, tokens):
+        self.counters["step"].assign_add(1)
+        self.counters["epoch"].assign(epoch)
+        self.counters["batch_in_epoch"].assign(number + 1)
+        self.clock["loss"] += loss_sum
+        self.clock["tokens"] += tokens
+
+    def _minutes(self):
+        return (time.time() - self.clock["start"]) / 60.0
+
+    def _time_is_up(self):
+        """This task's view of the time limit; all tasks stop together when any of them says so."""
+        return bool(self.tc.max_minutes) and self._minutes() >= self.tc.max_minutes
+
+    def _after_step(self):
         """Log, validate and checkpoint as due; returns a reason to stop, or None."""
-        step, tc = int(self.step.numpy()), self.tc
-        minutes = (time.time() - start) / 60.0
+        step, tc = self.count("step"), self.tc
         if step % tc.log_every == 0:
-            self._progress(step, minutes, window)
-        stop = None
+            self._progress(step)
         if tc.max_steps and step >= tc.max_steps:
-            stop = "max_steps"
-        elif tc.max_minutes and minutes >= tc.max_minutes:
-            stop = "max_minutes"
-        if stop:
-            return stop
+            return "max_steps"
         if step % tc.eval_every == 0 and self._validate(step):
             return "early_stopping"
         if step % tc.checkpoint_every == 0:
-            self.manager.save(checkpoint_number=step)
+            self._save_checkpoint()
         return None
 
-    def _progress(self, step, minutes, window):
-        elapsed = time.time() - window["start"]
-        loss = window["loss"] / max(window["tokens"], 1.0)
-        speed = window["tokens"] / max(elapsed, 1e-9)
-        eta = _eta(step, step - self.start_step, minutes, self.tc)
-        epoch = int(self.epoch.numpy()) + int(self.batch_in_epoch.numpy()) / max(1, self._epoch_batches())
+    def _progress(self, step):
+        clock, minutes = self.clock, self._minutes()
+        loss = clock["loss"] / max(clock["tokens"], 1.0)
+        speed = clock["tokens"] / max(time.time() - clock["window"], 1e-9)
+        epoch = self.count("epoch") + self.count("batch_in_epoch") / max(1, self._epoch_batches())
+        eta = _eta(step, step - clock["start_step"], minutes, self.tc)
         click.echo(f"step {step:>7} | epoch {epoch:6.2f} | loss {loss:6.3f} | ppl {math.exp(min(loss, 50)):8.2f}"
                    f" | {speed:7.0f} tgt tok/s | {minutes:6.1f} min{eta}", err=True)
         self._log({"kind": "train", "step": step, "epoch": round(epoch, 4), "loss": loss,
                    "tokens_per_s": speed, "minutes": minutes})
-        window.update(loss=0.0, tokens=0.0, start=time.time())
+        clock.update(loss=0.0, tokens=0.0, window=time.time())
 
     def _epoch_batches(self):
         if not hasattr(self, "_n_batches"):
@@ -232,23 +342,25 @@ class Trainer:
         return self._n_batches
 
     def _validate(self, step):
-        """Dev loss (and BLEU on a dev sample); keep the best weights; True when it is time to stop early."""
+        """Dev loss (and BLEU on a dev sample); keep the best weights; True when it is time to stop early.
+
+        Every task validates (the result is the same everywhere), so all of them stop at the same step."""
         record = {"kind": "dev", "step": step, **self._dev_scores()}
         score = record.get("bleu", -record["loss"])
         improved = score > float(self.best.numpy())
         if improved:
             self.best.assign(score)
-            self.bad_evals.assign(0)
+            self.counters["bad_evals"].assign(0)
             self._save_weights("best")
         else:
-            self.bad_evals.assign_add(1)
+            self.counters["bad_evals"].assign_add(1)
         record["best"] = improved
         self._log(record)
         bleu = f" | dev BLEU {record['bleu']:5.2f}" if "bleu" in record else ""
         click.echo(f"validation at step {step}: dev loss {record['loss']:.3f}{bleu}"
                    f"{' (best so far)' if improved else ''}", err=True)
         patience = self.tc.patience
-        return bool(patience) and int(self.bad_evals.numpy()) >= patience
+        return bool(patience) and self.count("bad_evals") >= patience
 
     def _dev_scores(self):
         loss_sum = tokens = 0.0
@@ -266,23 +378,34 @@ class Trainer:
         from mt.translate import Translator
 
         if not hasattr(self, "_translator"):
-            self._translator = Translator(self.model, Tokenizer(os.path.join(self.out, "src.spm.model")),
-                                          Tokenizer(os.path.join(self.out, "tgt.spm.model")))
+            tokenizers = [Tokenizer(os.path.join(self.data_dir, name))
+                          for name in (self._manifest_tokenizer("src"), self._manifest_tokenizer("tgt"))]
+            self._translator = Translator(self.model, *tokenizers)
         src, ref = self.dev_text
-        hyp = self._translator.translate(src)
-        return score(hyp, ref)["bleu"]
+        return score(self._translator.translate(src), ref)["bleu"]
+
+    def _manifest_tokenizer(self, side):
+        return load_manifest(self.data_dir)["tokenizers"][side]
 
     def _finish(self, reason):
-        step = int(self.step.numpy())
+        from mt.distribute import remove_worker_folder
+
+        step = self.count("step")
         if reason != "early_stopping":
             self._validate(step)
-        self.manager.save(checkpoint_number=step)
+        self._save_checkpoint()
         self._save_weights("last")
-        write_json(os.path.join(self.out, "done.json"), {
-            "step": step, "reason": reason, "best_score": float(self.best.numpy()),
-            "epoch": int(self.epoch.numpy())})
+        if self.chief:
+            write_json(os.path.join(self.out, "done.json"), {
+                "step": step, "reason": reason, "best_score": float(self.best.numpy()),
+                "epoch": self.count("epoch")})
+        remove_worker_folder(self.folder, self.chief)
         click.echo(f"finished at step {step} ({reason}); weights in {os.path.join(self.out, 'weights')}",
                    err=True)
+
+
+def _raise_stop(signum, frame):
+    raise Stop()
 
 
 def _eta(step, steps_done, minutes, tc):
@@ -296,4 +419,3 @@ def _eta(step, steps_done, minutes, tc):
         return ""
     left = max(0.0, min(remaining))
     return f" | ETA {int(left)}:{int((left % 1) * 60):02d}"
-

@@ -1,0 +1,164 @@
+"""Data-parallel training and resuming, on CPU: logical CPU replicas, a 2-worker cluster on 127.0.0.1, kills."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mt.cli import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = """
+model: {emb_dim: 16, enc_units: 16, dec_units: 32, dropout: 0.0}
+train: {batch_tokens: 300, learning_rate: 0.003, eval_every: 1000, eval_bleu_sentences: 0, log_every: 5,
+        checkpoint_every: 1000}
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    for side in ("src", "tgt"):
+        with open(os.path.join(ROOT, "data", "default", f"train.{side}"), encoding="utf-8") as f:
+            lines = f.read().splitlines()[:300]
+        (root / f"train.{side}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (root / "tiny.yaml").write_text(TINY)
+    result = CliRunner().invoke(cli, ["preprocess", "--src", str(root / "train.src"), "--tgt",
+                                      str(root / "train.tgt"), "--out", str(root / "data"), "--vocab-size", "300"])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def mt_command(root, out, *extra):
+    return [sys.executable, "-m", "mt.cli", "train", "--data", str(root / "data"), "--out", str(out),
+            "--config", str(root / "tiny.yaml"), *extra]
+
+
+def train(root, out, *extra, env=None, check=True):
+    done = subprocess.run(mt_command(root, out, *extra), capture_output=True, text=True, timeout=300,
+                          env=env)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def weights(run, name="last"):
+    import h5py
+
+    values = []
+    with h5py.File(run / "weights" / f"{name}.weights.h5", "r") as f:
+        f.visititems(lambda key, obj: values.append((key, obj[()])) if hasattr(obj, "shape") else None)
+    return dict(values)
+
+
+def assert_same_weights(a, b, atol):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys() and wa
+    worst = max(float(np.max(np.abs(wa[k] - wb[k]))) for k in wa)
+    assert worst < atol, worst
+
+
+def test_two_cpu_replicas_compute_the_same_update_as_one(data):
+    train(data, data / "one", "--strategy", "one", "--max-steps", "4")
+    train(data, data / "two", "--cpu-replicas", "2", "--max-steps", "4")
+    assert_same_weights(data / "one", data / "two", atol=2e-5)
+    # and the weights did move: a run of other steps differs
+    train(data, data / "other", "--strategy", "one", "--max-steps", "2")
+    with pytest.raises(AssertionError):
+        assert_same_weights(data / "one", data / "other", atol=2e-5)
+
+
+def wait_for(predicate, timeout, process):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def checkpoint_steps(run):
+    folder = run / "checkpoints"
+    if not folder.exists():
+        return []
+    return sorted(int(n.split("-")[1].split(".")[0]) for n in os.listdir(folder) if n.endswith(".index"))
+
+
+def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(data):
+    run = data / "killed"
+    args = ("--strategy", "one", "--max-steps", "40", "--checkpoint-every", "10")
+    process = subprocess.Popen(mt_command(data, run, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        wait_for(lambda: any(s >= 10 for s in checkpoint_steps(run)), 240, process)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    saved = max(checkpoint_steps(run))
+    assert saved < 40 and not (run / "done.json").exists()
+    resumed = train(data, run, *args)
+    assert f"Resuming from step {saved}" in resumed.stderr
+    assert json.loads((run / "done.json").read_text())["step"] == 40
+    train(data, data / "straight", *args)
+    assert_same_weights(run, data / "straight", atol=1e-5)
+
+
+def test_sigterm_saves_a_checkpoint_before_exiting(data):
+    run = data / "terminated"
+    process = subprocess.Popen(mt_command(data, run, "--strategy", "one", "--max-steps", "100000"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (run / "metrics.jsonl").exists(), 240, process)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err[-2000:]
+    assert "checkpoint saved" in err and checkpoint_steps(run)
+
+
+def free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_loopback_train_together_and_the_chief_run_translates(data, tmp_path):
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    outs = [tmp_path / "chief-run", tmp_path / "worker-run"]
+    processes = []
+    try:
+        for index in range(2):
+            env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                                         "task": {"type": "worker", "index": index}}))
+            processes.append(subprocess.Popen(
+                mt_command(data, outs[index], "--strategy", "multi-worker", "--max-steps", "6"),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        results = [p.communicate(timeout=300) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+            p.wait()
+    for p, (_, err) in zip(processes, results):
+        assert p.returncode == 0, err[-3000:]
+    assert "2 replica(s)" in results[0][1]
+    assert json.loads((outs[0] / "done.json").read_text())["step"] == 6
+    assert not outs[1].exists() or not any(outs[1].iterdir())  # only the chief writes a run folder
+    (tmp_path / "in.txt").write_text("ka rali miba.\n\nkem dadan mibati.\n")
+    result = CliRunner().invoke(cli, ["translate", str(tmp_path / "in.txt"), "--model", str(outs[0])])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.split("\n")) == 4
