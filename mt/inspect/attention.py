@@ -101,7 +101,8 @@ def format_text(alignment) -> str:
 
 CELL = 0.26  # inches per heatmap cell
 CHAR = 0.075  # inches per label character (8 pt)
-TITLE = 0.45  # inches above each panel for its title
+HEADER = 0.3  # inches at the top of the figure for its title
+TITLE = 0.62  # inches above each panel for its two heading lines (source, translation)
 GAP = 0.3  # inches below each panel
 RIGHT = 0.95  # inches right of the grid: colour bar and its labels
 MIN_WIDTH = 4.0
@@ -116,7 +117,7 @@ def layout(alignments):
     (inches from the figure top) and the grid's height."""
     left = 0.25 + CHAR * max(_label_length(a.target_pieces) for a in alignments)
     width = max(MIN_WIDTH, left + CELL * max(len(a.source_pieces) for a in alignments) + RIGHT)
-    panels, top = [], 0.0
+    panels, top = [], HEADER
     for a in alignments:
         labels_h = 0.15 + CHAR * _label_length(a.source_pieces)
         grid_h = CELL * len(a.target_pieces)
@@ -160,12 +161,15 @@ def draw(alignments, path, title=None):
             spine.set_visible(False)
         bar = fig.add_axes([(left + grid_w + 0.15) / width, bottom, 0.12 / width, min(grid_h, 1.5) / height])
         fig.colorbar(image, cax=bar).ax.tick_params(labelsize=7)
-        heading = printable(f"{number}. {a.source}  \u2192  {a.translation}")
-        if len(heading) > max_chars:
-            heading = heading[:max_chars - 1] + "\u2026"
-        fig.text(0.1 / width, 1 - (panel_top + 0.12) / height, heading, fontsize=9, va="top", ha="left")
+        for line, (text, colour) in enumerate(((f"{number}. {a.source}", "#000"),
+                                               (f"\u2192 {a.translation}", "#444"))):
+            text = printable(text)
+            if len(text) > max_chars:
+                text = text[:max_chars - 1] + "\u2026"
+            fig.text(0.1 / width, 1 - (panel_top + 0.05 + 0.2 * line) / height, text, fontsize=9, va="top",
+                     ha="left", color=colour)
     if title:
-        fig.text(1 - 0.1 / width, 1 - 0.04 / height, title, fontsize=7, color="#777", va="top", ha="right")
+        fig.text(0.1 / width, 1 - 0.08 / height, title, fontsize=7, color="#777", va="top", ha="left")
     plot.save(fig, path)
 
 
