@@ -57,21 +57,25 @@ class RecurrentCell(keras.layers.Layer):
     def state_size(self):
         return 2 if self.kind == "lstm" else 1
 
+    def _cast(self, weight):
+        """A weight in the compute dtype (bfloat16 or float16 under mixed precision)."""
+        return tf.cast(weight, self.compute_dtype)
+
     def project(self, x):
-        return project(x, self.kernel) + self.bias
+        return project(x, self._cast(self.kernel)) + self._cast(self.bias)
 
     def zero_state(self, batch):
         return tuple(tf.zeros([batch, self.units], self.compute_dtype) for _ in range(self.state_size))
 
     def step(self, xw, state):
         h = state[0]
-        hu = tf.matmul(h, self.recurrent)
+        hu = tf.matmul(h, self._cast(self.recurrent))
         if self.kind == "lstm":
             i, f, g, o = tf.split(xw + hu, 4, axis=-1)
             c = tf.sigmoid(f) * state[1] + tf.sigmoid(i) * tf.tanh(g)
             return (tf.sigmoid(o) * tf.tanh(c), c)
         if self.kind == "gru":
-            hu = hu + self.recurrent_bias
+            hu = hu + self._cast(self.recurrent_bias)
             x_z, x_r, x_n = tf.split(xw, 3, axis=-1)
             h_z, h_r, h_n = tf.split(hu, 3, axis=-1)
             z = tf.sigmoid(x_z + h_z)
@@ -179,7 +183,7 @@ class Seq2Seq(keras.Model):
             state["memory"] = enc
             state["keys"] = enc if c.attention == "dot" else self.attn_key(enc)
             state["bias"] = tf.where(mask, 0.0, NEG_INF)
-            state["attention"] = tf.zeros(tf.shape(mask), enc.dtype)
+            state["attention"] = tf.zeros(tf.shape(mask), tf.float32)
         return state
 
     # -- one decoder step, shared by training and search --------------------------------------------
@@ -193,7 +197,7 @@ class Seq2Seq(keras.Model):
         state = dict(state)
         n = self.cells[0].state_size
         if self.feeding:
-            xw = xw + tf.matmul(state["feed"], self.feed_kernel)
+            xw = xw + tf.matmul(state["feed"], tf.cast(self.feed_kernel, xw.dtype))
         x = None
         for i, cell in enumerate(self.cells):
             if i > 0:
@@ -204,9 +208,9 @@ class Seq2Seq(keras.Model):
             x = new[0]
         weights = None
         if self.attention:
-            scores = tf.einsum("bsh,bh->bs", state["keys"], x) + state["bias"]
+            scores = tf.cast(tf.einsum("bsh,bh->bs", state["keys"], x), tf.float32) + state["bias"]
             weights = tf.nn.softmax(scores, axis=-1)
-            context = tf.einsum("bs,bsd->bd", weights, state["memory"])
+            context = tf.einsum("bs,bsd->bd", tf.cast(weights, x.dtype), state["memory"])
             x = self.attn_out(tf.concat([context, x], axis=-1))
         if drop_masks[0] is not None:
             x = x * drop_masks[0]

@@ -162,3 +162,13 @@ def test_two_workers_on_loopback_train_together_and_the_chief_run_translates(dat
     result = CliRunner().invoke(cli, ["translate", str(tmp_path / "in.txt"), "--model", str(outs[0])])
     assert result.exit_code == 0, result.output
     assert len(result.stdout.split("\n")) == 4
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_with_finite_losses(data, precision):
+    run = data / precision
+    train(data, run, "--strategy", "one", "--max-steps", "10", "--precision", precision)
+    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert losses and all(np.isfinite(losses))
+    assert "mixed" in (run / "config.yaml").read_text()
+    assert all(v.dtype == np.float32 for v in weights(run).values())  # variables stay float32
