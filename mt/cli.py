@@ -101,13 +101,37 @@ def train(**kwargs):
 @click.argument("input", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--model", required=True, type=click.Path(file_okay=False), help="Run folder written by train.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (default: stdout).")
-@click.option("--batch-size", default=64, show_default=True, help="Sentences decoded together.")
+@click.option("--search", type=click.Choice(["beam", "greedy", "sample"]), default="beam", show_default=True,
+              help="Search strategy.")
+@click.option("--beam-size", default=5, show_default=True, help="Beam search: hypotheses kept per sentence.")
+@click.option("--length-penalty", default=0.6, show_default=True,
+              help="Beam search: GNMT length penalty alpha, finished scores / ((5 + length) / 6) ** alpha "
+              "(0 = off).")
+@click.option("--coverage-penalty", default=0.0, show_default=True,
+              help="Beam search: GNMT coverage penalty beta, + beta x sum of log(min(attention received, "
+              "1)) over source pieces (0 = off).")
+@click.option("--n-best", default=1, show_default=True,
+              help="Beam search: write this many hypotheses per input line, as 'LINE ||| TRANSLATION ||| "
+              "LOG_PROB ||| SCORE' lines (LINE counted from 0), instead of one translation a line.")
+@click.option("--temperature", default=1.0, show_default=True, help="Sampling: divide log-probabilities by this.")
+@click.option("--top-k", default=0, show_default=True, help="Sampling: only from the K most probable pieces "
+              "(0 = all).")
+@click.option("--top-p", default=1.0, show_default=True, help="Sampling: only from the most probable pieces "
+              "that together reach this probability (1 = all).")
+@click.option("--seed", default=1234, show_default=True, help="Sampling: the same seed gives the same output.")
+@click.option("--batch-size", default=64, show_default=True, help="Sentences (or source pieces, see "
+              "--batch-type) decoded together; bounds memory.")
+@click.option("--batch-type", type=click.Choice(["sents", "tokens"]), default="sents", show_default=True,
+              help="What --batch-size counts: sentences, or source pieces including padding.")
 @click.option("--max-length-ratio", default=2.0, show_default=True,
-              help="Output length limit: ratio x source length + 10 pieces.")
+              help="Output length limit of each sentence: ratio x its source length + 10 pieces.")
 @click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Which saved weights to use.")
 def translate(**kwargs):
-    """Translate INPUT ('-' for stdin), one output line per input line."""
+    """Translate INPUT ('-' for stdin), one output line per input line.
+
+    Inputs longer than 1000 pieces are cut to that length, with a warning.
+    """
     from mt import translate as stage_module
 
     return stage(stage_module.run)(**kwargs)

@@ -1,49 +1,184 @@
-"""Stage 3: load a run folder, translate text in length-sorted batches, keep one output line per input line."""
+"""Stage 3: load a run folder, translate text in length-sorted batches, keep one output line per input line.
+
+`Translator` holds a model, its tokenizers and a search (mt/search.py; greedy unless told otherwise). It
+sorts the input by length, cuts it into batches of sentences or of source tokens, decodes every batch with
+one compiled call (encoder and the whole search loop in one graph), and puts the results back in input
+order. A sentence's output limit is `max_length_ratio` x its own source length + LENGTH_EXTRA pieces.
+
+n-best output (`mt translate --n-best K`), K lines per input line, best first, input lines in order:
+    LINE ||| TRANSLATION ||| LOG_PROB ||| SCORE
+LINE counts input lines from 0; LOG_PROB is the model's log-probability of the output pieces, EOS included;
+SCORE is what the search ranked by (LOG_PROB after the length and coverage penalties; equal to LOG_PROB
+for greedy and sampling). A search that finds fewer than K distinct hypotheses writes fewer lines; an
+empty input line gets one empty hypothesis with scores 0.
+"""
 
 import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import click
+import numpy as np
 
 from mt.errors import UserError
 
 MAX_INPUT_PIECES = 1000  # longer inputs are cut to this many pieces, with a warning
+LENGTH_EXTRA = 10  # output limit: max_length_ratio x source pieces + this
+SEARCHES = ("beam", "greedy", "sample")
+BATCH_TYPES = ("sents", "tokens")
+
+
+@dataclass
+class Hypothesis:
+    """One translation of one sentence."""
+
+    text: str
+    ids: list  # target piece ids, without EOS
+    log_prob: float  # the model's log-probability of the output (EOS included when it ended with one)
+    score: float  # what the search ranked by
+    complete: bool  # it ended with EOS (False: it was cut at the length limit)
+    attention: np.ndarray = None  # [output pieces incl. EOS, source pieces] when the search recorded it
+
+
+EMPTY = Hypothesis("", [], 0.0, 0.0, True)
 
 
 class Translator:
-    """A trained model and its tokenizers, ready to translate lists of sentences."""
+    """A trained model, its tokenizers and a search, ready to translate lists of sentences."""
 
-    def __init__(self, model, src_tokenizer, tgt_tokenizer):
+    def __init__(self, model, src_tokenizer, tgt_tokenizer, search=None):
         from mt.search import GreedySearch
 
         self.model, self.src_tok, self.tgt_tok = model, src_tokenizer, tgt_tokenizer
-        self.search = GreedySearch(model)
+        self.search = search if search is not None else GreedySearch(model.decode_step)
 
-    def translate(self, lines, batch_size=64, max_length_ratio=2.0, progress=False):
+    @property
+    def search(self):
+        return self._search
+
+    @search.setter
+    def search(self, search):
+        """A new search gets its own compiled function (traced at its first batch)."""
+        import tensorflow as tf
+
+        self._search = search
+        spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([None], tf.int32)]
+        self._decode = tf.function(self._decode_batch, input_signature=spec)
+
+    def _decode_batch(self, src, max_lengths, row_ids):
+        import tensorflow as tf
+
+        from mt.model import PAD
+
+        state = self.model.encode(src)
+        return self._search(state, max_lengths, source_mask=tf.not_equal(src, PAD), row_ids=row_ids)
+
+    def translate(self, lines, batch_size=64, max_length_ratio=2.0, progress=False, batch_type="sents"):
         """Translate a list of strings; returns a list of strings of the same length and order."""
-        from mt.data import pad_sources
-        from mt.search import strip_ids
+        return [best[0].text for best in self.hypotheses(lines, batch_size, max_length_ratio, progress,
+                                                         batch_type)]
 
+    def hypotheses(self, lines, batch_size=64, max_length_ratio=2.0, progress=False, batch_type="sents"):
+        """For every line, its list of Hypothesis (best first: n-best for beam search, else one)."""
+        from mt.data import pad_sources
+
+        encoded = self._encode(lines)
+        results = [[EMPTY] for _ in lines]
+        batches = make_batches([len(e) for e in encoded], batch_size, batch_type)
+        with _maybe_progress(batches, progress, "translating") as bar:
+            for batch in bar:
+                sources = [encoded[i] for i in batch]
+                limits = [int(max_length_ratio * len(e)) + LENGTH_EXTRA for e in sources]
+                out = self._decode(pad_sources(sources), np.array(limits, np.int32), np.array(batch, np.int32))
+                for i, found in zip(batch, self._unpack(out, [len(e) for e in sources])):
+                    results[i] = found
+        return results
+
+    def _encode(self, lines):
         encoded = self.src_tok.encode(lines)
         long = sum(len(e) > MAX_INPUT_PIECES for e in encoded)
         if long:
             click.echo(f"warning: {long} input line(s) longer than {MAX_INPUT_PIECES} pieces were cut to "
                        f"that length", err=True)
             encoded = [e[:MAX_INPUT_PIECES] for e in encoded]
-        order = sorted((i for i, e in enumerate(encoded) if e), key=lambda i: len(encoded[i]))
-        outputs = [""] * len(lines)
-        batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
-        with _maybe_progress(batches, progress, "translating") as bar:
-            for batch in bar:
-                src = pad_sources([encoded[i] for i in batch])
-                max_steps = int(max_length_ratio * src.shape[1]) + 10
-                ids, _ = self.search(src, max_steps)
-                texts = self.tgt_tok.decode([strip_ids(row) for row in ids])
-                for i, text in zip(batch, texts):
-                    outputs[i] = text
-        return outputs
+        return encoded
+
+    def _unpack(self, out, source_lengths):
+        """The search's tensors for one batch -> for every sentence, its valid hypotheses, best first."""
+        from mt.model import EOS
+
+        ids, scores, ranks, lengths = (np.asarray(x) for x in out[:4])
+        attention = None if out.attention is None else np.asarray(out.attention)
+        entries = [(r, n) for r in range(len(source_lengths)) for n in range(ids.shape[1])
+                   if np.isfinite(ranks[r, n])]
+        outputs = [[int(i) for i in ids[r, n, :lengths[r, n]]] for r, n in entries]
+        complete = [bool(o) and o[-1] == EOS for o in outputs]
+        pieces = [o[:-1] if c else o for o, c in zip(outputs, complete)]
+        texts = self.tgt_tok.decode(pieces) if pieces else []
+        results = [[] for _ in source_lengths]
+        for (r, n), piece_ids, text, done in zip(entries, pieces, texts, complete):
+            weights = None if attention is None else attention[r, n, :lengths[r, n], :source_lengths[r]]
+            results[r].append(Hypothesis(text, piece_ids, float(scores[r, n]), float(ranks[r, n]), done,
+                                         weights))
+        return results
+
+
+def make_batches(lengths, batch_size, batch_type="sents"):
+    """Indices of the non-empty inputs, sorted by length and cut into batches.
+
+    "sents": at most `batch_size` sentences a batch. "tokens": at most `batch_size` source pieces a batch,
+    padding included (sentences x longest); a sentence longer than that makes a batch of its own. Beam
+    search multiplies the memory of a batch by the beam size.
+    """
+    order = sorted((i for i, n in enumerate(lengths) if n), key=lambda i: lengths[i])
+    if batch_type == "sents":
+        return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    batches, current = [], []
+    for i in order:  # ascending lengths: the newest sentence is the longest of its batch
+        if current and (len(current) + 1) * lengths[i] > batch_size:
+            batches.append(current)
+            current = []
+        current.append(i)
+    return batches + [current] if current else batches
+
+
+def check_search_options(search="beam", beam_size=5, length_penalty=0.6, coverage_penalty=0.0, n_best=1,
+                         temperature=1.0, top_k=0, top_p=1.0):
+    """UserErrors, naming the option, for values no search accepts."""
+    if search not in SEARCHES:
+        raise UserError(f"unknown search {search!r}: choose one of {', '.join(SEARCHES)}")
+    if n_best > 1 and search != "beam":
+        raise UserError(f"--n-best {n_best} needs --search beam (greedy and sampling give one hypothesis)")
+    if beam_size < 1:
+        raise UserError(f"--beam-size must be at least 1, got {beam_size}")
+    if not 1 <= n_best <= beam_size:
+        raise UserError(f"--n-best must be between 1 and --beam-size ({beam_size}), got {n_best}")
+    if length_penalty < 0 or coverage_penalty < 0:
+        raise UserError("--length-penalty and --coverage-penalty must be 0 (off) or more")
+    if temperature <= 0:
+        raise UserError(f"--temperature must be positive, got {temperature}")
+    if top_k < 0:
+        raise UserError(f"--top-k must be 0 (off) or more, got {top_k}")
+    if not 0.0 < top_p <= 1.0:
+        raise UserError(f"--top-p must be in (0, 1], got {top_p}")
+
+
+def make_search(model, search="beam", beam_size=5, length_penalty=0.6, coverage_penalty=0.0, n_best=1,
+                temperature=1.0, top_k=0, top_p=1.0, seed=1234):
+    """The search object for `mt translate`'s options, over `model.decode_step`."""
+    from mt import search as searches
+
+    check_search_options(search, beam_size, length_penalty, coverage_penalty, n_best, temperature, top_k, top_p)
+    if search == "greedy":
+        return searches.GreedySearch(model.decode_step)
+    if search == "sample":
+        return searches.SamplingSearch(model.decode_step, temperature, top_k, top_p, seed)
+    if coverage_penalty and not model.attention:
+        raise UserError("--coverage-penalty needs a model with attention (this one has model.attention: none)")
+    return searches.BeamSearch(model.decode_step, beam_size, length_penalty, coverage_penalty, n_best)
 
 
 def _maybe_progress(items, show, label):
@@ -105,17 +240,24 @@ def _read_bytes(path):
         raise UserError(f"cannot read {path}: {e.strerror}") from None
 
 
-def run(input, model, output, batch_size, max_length_ratio, weights):
+def run(input, model, output, search, beam_size, length_penalty, coverage_penalty, n_best, temperature,
+        top_k, top_p, seed, batch_size, batch_type, max_length_ratio, weights):
     """`mt translate`: translate INPUT with the run folder MODEL, to OUTPUT or stdout."""
     from mt.atomic import atomic_open
 
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    if max_length_ratio <= 0:
+        raise UserError(f"--max-length-ratio must be positive, got {max_length_ratio}")
+    check_search_options(search, beam_size, length_penalty, coverage_penalty, n_best, temperature, top_k, top_p)
     lines = read_lines(input)
     translator = load_translator(model, weights)
+    translator.search = make_search(translator.model, search, beam_size, length_penalty, coverage_penalty,
+                                    n_best, temperature, top_k, top_p, seed)
     start = time.time()
-    outputs = translator.translate(lines, batch_size, max_length_ratio, progress=output is not None)
-    text = "".join(line.replace("\n", " ") + "\n" for line in outputs)
+    found = translator.hypotheses(lines, batch_size, max_length_ratio, progress=output is not None,
+                                  batch_type=batch_type)
+    text = format_nbest(found) if n_best > 1 else "".join(_one_line(h[0].text) + "\n" for h in found)
     if output:
         with atomic_open(output) as f:
             f.write(text)
@@ -123,3 +265,15 @@ def run(input, model, output, batch_size, max_length_ratio, weights):
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
+
+
+def format_nbest(found):
+    """n-best lines (see the module docstring): 'LINE ||| TRANSLATION ||| LOG_PROB ||| SCORE'."""
+    return "".join(f"{line} ||| {_one_line(h.text)} ||| {h.log_prob:.4f} ||| {h.score:.4f}\n"
+                   for line, hyps in enumerate(found) for h in hyps)
+
+
+def _one_line(text):
+    """The text with every line break Python knows (\\r, \\v, \\x1c, U+2028, ...) made a space: an
+    untrained model can produce such bytes, and the output must stay one line per input line."""
+    return " ".join(text.splitlines())

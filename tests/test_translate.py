@@ -1,0 +1,270 @@
+"""Translator and `mt translate` on a tiny random model: the searches against each other and against the
+model's teacher-forced scores, batch independence, batching, n-best output and option errors."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+from mt.config import Config, ModelConfig
+from mt.errors import UserError
+from mt.model import BOS, EOS, build_model
+from mt.search import BeamSearch, GreedySearch, SamplingSearch
+from mt.translate import Translator, make_batches, make_search
+
+SRC_VOCAB, TGT_VOCAB = 20, 24
+
+
+class Pieces:
+    """Stands in for a SentencePiece tokenizer: a text is its piece ids separated by spaces."""
+
+    def encode(self, lines):
+        return [[int(w) for w in line.split()] for line in lines]
+
+    def decode(self, seqs):
+        return [" ".join(str(i) for i in seq) for seq in seqs]
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A tiny model trained for a few seconds to copy its input: peaked, realistic distributions that still
+    leave beam search room to beat greedy search."""
+    import keras
+
+    tf.keras.utils.set_random_seed(3)
+    m = build_model(ModelConfig(emb_dim=16, enc_units=16, dec_units=32, dropout=0.0), SRC_VOCAB, TGT_VOCAB)
+    optimizer = keras.optimizers.Adam(0.01)
+
+    @tf.function
+    def train_step(src, tgt_in, tgt_out):
+        with tf.GradientTape() as tape:
+            nll = tf.nn.sparse_softmax_cross_entropy_with_logits(tgt_out, m((src, tgt_in), training=True))
+            mask = tf.cast(tgt_out > 0, tf.float32)
+            loss = tf.reduce_sum(nll * mask) / tf.reduce_sum(mask)
+        optimizer.apply(tape.gradient(loss, m.trainable_variables), m.trainable_variables)
+
+    rng = np.random.default_rng(0)
+    for _ in range(70):
+        src, tgt_in, tgt_out = (np.zeros((32, n), np.int32) for n in (10, 11, 11))
+        for row, length in enumerate(rng.integers(1, 11, 32)):
+            seq = rng.integers(4, SRC_VOCAB, length)
+            src[row, :length], tgt_in[row, 1:length + 1], tgt_out[row, :length] = seq, seq, seq
+            tgt_in[row, 0], tgt_out[row, length] = BOS, EOS
+        train_step(src, tgt_in, tgt_out)
+    return m
+
+
+def sentences(count, seed=0, longest=12):
+    rng = np.random.default_rng(seed)
+    return [" ".join(str(i) for i in rng.integers(4, SRC_VOCAB, rng.integers(1, longest + 1)))
+            for _ in range(count)]
+
+
+def translator(model, search):
+    return Translator(model, Pieces(), Pieces(), search)
+
+
+def teacher_forced(model, source, outputs):
+    """The model's log-probability of every output (piece ids, EOS included if it has one), in one batch."""
+    src = tf.ragged.constant([[int(w) for w in source.split()]] * len(outputs)).to_tensor()
+    tgt_in = tf.ragged.constant([[BOS] + o[:-1] for o in outputs]).to_tensor()
+    tgt_out = tf.ragged.constant(outputs).to_tensor()
+    logp = tf.nn.log_softmax(model((src, tgt_in))).numpy()
+    picked = np.take_along_axis(logp, tgt_out.numpy()[..., None], -1)[..., 0]
+    return [float(picked[i, :len(o)].sum()) for i, o in enumerate(outputs)]
+
+
+def with_eos(h):
+    return h.ids + [EOS] if h.complete else h.ids
+
+
+def test_greedy_beam_of_one_and_top_k_1_sampling_agree(model):
+    lines = sentences(40)
+    greedy = translator(model, GreedySearch(model.decode_step)).hypotheses(lines)
+    for search in (BeamSearch(model.decode_step, 1), SamplingSearch(model.decode_step, 0.7, top_k=1, seed=5)):
+        other = translator(model, search).hypotheses(lines)
+        assert [h[0].ids for h in other] == [h[0].ids for h in greedy]
+        assert [h[0].log_prob for h in other] == [h[0].log_prob for h in greedy]
+
+
+@pytest.mark.parametrize("alpha, beta", [(0.0, 0.0), (0.6, 0.3)])
+def test_reported_scores_are_the_models_teacher_forced_log_probabilities(model, alpha, beta):
+    from mt.data import pad_sources
+
+    lines = sentences(12, seed=1)
+    src = pad_sources(Pieces().encode(lines))
+    limits = np.arange(3, 15)  # the short limits cut some hypotheses: those are checked too
+    out = BeamSearch(model.decode_step, 4, alpha, beta, n_best=4)(model.encode(src), limits, src != 0)
+    ids, scores, ranks, lengths = (x.numpy() for x in out[:4])
+    cut = 0
+    for b, line in enumerate(lines):
+        outputs = [ids[b, n, :lengths[b, n]].tolist() for n in range(4)]
+        cut += sum(o[-1] != EOS for o in outputs)
+        np.testing.assert_allclose(scores[b], teacher_forced(model, line, outputs), atol=2e-4, rtol=1e-5)
+        assert (np.diff(ranks[b]) <= 0).all() and len({tuple(o) for o in outputs}) == 4
+    assert cut > 0
+
+
+def test_beam_outscores_greedy_over_a_set_of_sentences(model):
+    lines = sentences(60, seed=2)
+    greedy = translator(model, GreedySearch(model.decode_step)).hypotheses(lines)
+    beam = translator(model, BeamSearch(model.decode_step, 5, length_penalty=0.0)).hypotheses(lines)
+    greedy_total = sum(h[0].log_prob for h in greedy)
+    beam_total = sum(h[0].log_prob for h in beam)
+    assert beam_total > greedy_total + 1.0
+
+
+def first_difference(a, b):
+    return next(i for i, (x, y) in enumerate(zip(a + [None], b + [None])) if x != y)
+
+
+@pytest.mark.parametrize("make", [lambda m: GreedySearch(m.decode_step),
+                                  lambda m: BeamSearch(m.decode_step, 4, 0.6),
+                                  lambda m: SamplingSearch(m.decode_step, top_p=0.9, seed=11)],
+                         ids=["greedy", "beam", "sample"])
+def test_a_sentences_output_does_not_depend_on_its_batch(model, make):
+    """Batch sizes 1, 7 and 64 put a sentence among different neighbours and padding. Outputs may differ
+    only where rounding decides a near-tie: then the two outputs score the same to within 1e-4 at the
+    first piece where they part (greedy and sampling) or overall (beam)."""
+    lines = sentences(70, seed=4, longest=20)
+    t = translator(model, make(model))
+    runs = [t.hypotheses(lines, batch_size=size) for size in (1, 7, 64)]
+    for i, line in enumerate(lines):
+        reference = runs[0][i][0]
+        for other in (run[i][0] for run in runs[1:]):
+            if other.ids == reference.ids:
+                assert other.log_prob == pytest.approx(reference.log_prob, abs=1e-4)
+                continue
+            a, b = with_eos(reference), with_eos(other)
+            if isinstance(t.search, BeamSearch):
+                assert other.score == pytest.approx(reference.score, abs=1e-4), line
+            else:
+                p = first_difference(a, b)
+                prefix = teacher_forced(model, line, [a[:p + 1], b[:p + 1]])
+                assert prefix[0] == pytest.approx(prefix[1], abs=1e-4), line
+
+
+def test_batching_by_sentences_and_by_tokens():
+    lengths = [5, 0, 3, 9, 3, 1, 7]
+    assert make_batches(lengths, 3) == [[5, 2, 4], [0, 6, 3]]
+    batches = make_batches(lengths, 12, "tokens")
+    assert sorted(i for b in batches for i in b) == [0, 2, 3, 4, 5, 6]  # the empty line is not decoded
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 12
+    assert make_batches([30, 2], 12, "tokens") == [[1], [0]]  # too long for the budget: a batch of its own
+
+
+def test_input_order_is_kept_and_empty_lines_stay_empty(model):
+    lines = sentences(9, seed=5)
+    lines[3] = ""
+    t = translator(model, BeamSearch(model.decode_step, 3))
+    together = t.translate(lines, batch_size=4)
+    alone = [t.translate([line])[0] for line in lines]
+    assert together == alone and together[3] == ""
+    assert t.translate(lines, batch_size=10, batch_type="tokens") == together
+
+
+def test_attention_of_the_translations(model):
+    lines = sentences(5, seed=6)
+    found = translator(model, BeamSearch(model.decode_step, 3, n_best=2, with_attention=True)).hypotheses(lines)
+    for line, hyps in zip(lines, found):
+        for h in hyps:
+            assert h.attention.shape == (len(with_eos(h)), len(line.split()))
+            np.testing.assert_allclose(h.attention.sum(-1), 1.0, atol=1e-5)
+
+
+def test_a_very_long_input_is_cut_with_a_warning_and_does_not_take_long(model, capsys):
+    import time
+
+    line = " ".join(["5 6 7"] * 1000)  # 3,000 pieces
+    t = translator(model, BeamSearch(model.decode_step, 5, 0.6))
+    start = time.time()
+    out = t.translate([line, "5 6"])
+    assert time.time() - start < 120
+    assert len(out) == 2 and "longer than 1000 pieces were cut" in capsys.readouterr().err
+
+
+def test_sampling_seeds(model):
+    lines = sentences(20, seed=7)
+
+    def sample(seed):
+        return translator(model, SamplingSearch(model.decode_step, seed=seed)).translate(lines)
+
+    assert sample(1) == sample(1)
+    assert sample(1) != sample(2)
+
+
+# -- the command ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, model):
+    """A run folder with the tiny model and real (tiny) SentencePiece models."""
+    from mt.tokenizer import Tokenizer, train_tokenizer
+
+    folder = tmp_path_factory.mktemp("run")
+    words = ["kat", "hund", "maus", "vogel", "fisch", "baum", "haus", "see"]
+    rng = np.random.default_rng(0)
+    text = [" ".join(rng.choice(words, 5)) for _ in range(200)]
+    for side in ("src", "tgt"):
+        train_tokenizer(text, folder / f"{side}.spm", 280, seed=1)  # writes src.spm.model, tgt.spm.model
+
+    sizes = {side: Tokenizer(str(folder / f"{side}.spm.model")).vocab_size for side in ("src", "tgt")}
+    config = Config()
+    config.model = ModelConfig(emb_dim=16, enc_units=12, dec_units=24, dropout=0.0)
+    config.save(str(folder / "config.yaml"))
+    (folder / "data.json").write_text(json.dumps({"src_vocab": sizes["src"], "tgt_vocab": sizes["tgt"]}))
+    (folder / "weights").mkdir()
+    tf.keras.utils.set_random_seed(1)
+    build_model(config.model, sizes["src"], sizes["tgt"]).save_weights(str(folder / "weights/best.weights.h5"))
+    (folder / "input.txt").write_text("kat hund maus\n\nbaum haus see vogel\nfisch\n", encoding="utf-8")
+    return folder
+
+
+def mt(*args):
+    from mt.cli import cli
+
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_translate_command_plain_and_n_best_output(run_dir):
+    model, source = str(run_dir), str(run_dir / "input.txt")
+    plain = mt("translate", source, "--model", model, "--beam-size", "3")
+    assert plain.exit_code == 0 and plain.stdout.count("\n") == 4 and plain.stdout.split("\n")[1] == ""
+    nbest = mt("translate", source, "--model", model, "--beam-size", "3", "--n-best", "3")
+    rows = [line.split(" ||| ") for line in nbest.stdout.splitlines()]
+    assert all(len(r) == 4 for r in rows)
+    assert [r[0] for r in rows] == ["0"] * 3 + ["1"] + ["2"] * 3 + ["3"] * 3
+    firsts = {}
+    for r in rows:
+        firsts.setdefault(int(r[0]), r[1])
+    assert [firsts[i] for i in range(4)] == plain.stdout.splitlines()
+    for line in "023":
+        scores = [float(r[3]) for r in rows if r[0] == line]
+        assert scores == sorted(scores, reverse=True)
+    out = run_dir / "out.txt"
+    assert mt("translate", source, "--model", model, "--search", "greedy", "-o", str(out)).exit_code == 0
+    sampled = [mt("translate", source, "--model", model, "--search", "sample", "--seed", "3",
+                  "--top-k", "5", "--temperature", "0.8").stdout for _ in range(2)]
+    assert sampled[0] == sampled[1] and out.read_text().count("\n") == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n-best", "2", "--search", "greedy"], "needs --search beam"),
+    (["--n-best", "6"], "--n-best must be between 1 and --beam-size"),
+    (["--search", "sample", "--top-p", "0"], "--top-p must be in (0, 1]"),
+    (["--search", "sample", "--temperature", "0"], "--temperature must be positive"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+])
+def test_bad_options_are_one_line_errors(run_dir, args, message):
+    result = mt("translate", str(run_dir / "input.txt"), "--model", str(run_dir), *args)
+    assert result.exit_code == 1 and message in result.stderr
+
+
+def test_make_search_refuses_coverage_without_attention():
+    m = build_model(ModelConfig(emb_dim=8, enc_units=6, dec_units=12, attention="none"), 20, 24)
+    with pytest.raises(UserError, match="needs a model with attention"):
+        make_search(m, coverage_penalty=0.2)
+    assert isinstance(make_search(m, "sample", top_k=3), SamplingSearch)
