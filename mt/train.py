@@ -114,8 +114,9 @@ class Trainer:
             counters = ("step", "epoch", "batch_in_epoch", "bad_evals")
             self.counters = {n: tf.Variable(0, dtype=tf.int64, trainable=False, name=n) for n in counters}
             self.best = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_score")
+        rng = [v.value for v in self.model.non_trainable_variables]  # dropout seed states
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, best=self.best,
-                                              **self.counters)
+                                              rng=rng, **self.counters)
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.folder, "checkpoints"), 2)
         spec = [tf.TensorSpec([None, None], tf.int32)] * 3
         self.eval_step = tf.function(self._eval_step, input_signature=spec)

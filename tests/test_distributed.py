@@ -94,7 +94,9 @@ def checkpoint_steps(run):
 
 def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(data):
     run = data / "killed"
-    args = ("--strategy", "one", "--max-steps", "40", "--checkpoint-every", "10")
+    (data / "dropout.yaml").write_text(TINY.replace("dropout: 0.0", "dropout: 0.2"))
+    args = ("--strategy", "one", "--max-steps", "40", "--checkpoint-every", "10", "--config",
+            str(data / "dropout.yaml"))
     process = subprocess.Popen(mt_command(data, run, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     try:
