@@ -218,7 +218,7 @@ def inspect_attention(**kwargs):
     Translates the source as `mt translate` does, with the same search options and defaults, and shows
     for each target piece the attention over the source pieces at the step that produced it.
     """
-    from mt.inspect import attention as stage_module
+    from mt.inspection import attention as stage_module
 
     return stage(stage_module.run)(**kwargs)
 
@@ -240,7 +240,7 @@ def inspect_cells(**kwargs):
     Lists the units whose activation follows simple features of the text (inside quotes, position in
     the sentence, punctuation, word start) and colours the text by a few of them.
     """
-    from mt.inspect import cells as stage_module
+    from mt.inspection import cells as stage_module
 
     return stage(stage_module.run)(**kwargs)
 
@@ -254,7 +254,7 @@ def inspect_curves(**kwargs):
 
     Reads the run's metrics.jsonl, so it also works while training is still running.
     """
-    from mt.inspect import curves as stage_module
+    from mt.inspection import curves as stage_module
 
     return stage(stage_module.run)(**kwargs)
 

@@ -149,7 +149,7 @@ def real_source(src):
 def test_attention_sums_to_one_over_real_pieces_and_is_zero_on_padding(translator, kind):
     import tensorflow as tf
 
-    from mt.inspect.attention import with_attention
+    from mt.inspection.attention import with_attention
     from mt.search import BeamSearch, GreedySearch
 
     model = translator.model
@@ -174,7 +174,7 @@ def test_attention_sums_to_one_over_real_pieces_and_is_zero_on_padding(translato
 def test_the_map_is_the_attention_of_what_was_decoded(translator, options):
     """The translations are those of `mt translate`'s search, and replaying their tokens through the
     decoder step gives the drawn weights, step by step."""
-    from mt.inspect.attention import SEARCH_DEFAULTS, align, attention_translator
+    from mt.inspection.attention import SEARCH_DEFAULTS, align, attention_translator
     from mt.model import BOS
     from mt.translate import Translator, make_search
 
@@ -193,7 +193,7 @@ def test_the_map_is_the_attention_of_what_was_decoded(translator, options):
 
 
 def test_alignments_are_labelled_with_the_sentencepiece_pieces(translator):
-    from mt.inspect.attention import EOS_LABEL, align, attention_translator
+    from mt.inspection.attention import EOS_LABEL, align, attention_translator
     from mt.search import strip_ids
 
     alignments = align(attention_translator(translator), SENTENCES, max_length_ratio=1.0)
@@ -235,7 +235,7 @@ def test_a_model_without_attention_is_a_clear_error(tmp_path):
 
 @needs_matplotlib
 def test_attention_png_has_the_expected_size_and_is_not_blank(run_dir, translator, tmp_path):
-    from mt.inspect import attention, html
+    from mt.inspection import attention, html
 
     out = tmp_path / "att.png"
     result = invoke("inspect", "attention", "--model", run_dir, "--src", SENTENCES[1], "--out", out)
@@ -251,7 +251,7 @@ def test_attention_png_has_the_expected_size_and_is_not_blank(run_dir, translato
 
 @needs_matplotlib
 def test_attention_png_stacks_one_panel_per_sentence(run_dir, translator, tmp_path):
-    from mt.inspect import attention
+    from mt.inspection import attention
 
     (tmp_path / "in.txt").write_text("\n".join(SENTENCES) + "\n\n", encoding="utf-8")
     out = tmp_path / "att.png"
@@ -266,7 +266,7 @@ def test_attention_png_stacks_one_panel_per_sentence(run_dir, translator, tmp_pa
 
 
 def test_attention_html_report_is_one_self_contained_page(run_dir, translator, tmp_path):
-    from mt.inspect import attention
+    from mt.inspection import attention
 
     (tmp_path / "in.txt").write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
     out = tmp_path / "report.html"
@@ -287,7 +287,7 @@ def test_attention_html_report_is_one_self_contained_page(run_dir, translator, t
 
 @pytest.mark.parametrize("cell, layers", [("lstm", 1), ("gru", 2), ("rnn", 3)])
 def test_encoder_states_are_the_encoders_own(cell, layers):
-    from mt.inspect.cells import encoder_states, unit_names
+    from mt.inspection.cells import encoder_states, unit_names
 
     model = build_model(ModelConfig(cell=cell, emb_dim=8, enc_units=5, dec_units=10, enc_layers=layers,
                                     dropout=0.3), 30, 30)
@@ -303,7 +303,7 @@ def test_encoder_states_are_the_encoders_own(cell, layers):
 
 
 def test_piece_features():
-    from mt.inspect.cells import FEATURES, piece_features
+    from mt.inspection.cells import FEATURES, piece_features
 
     pieces = ["▁el", "▁perro", "▁dice", "▁\"", "hola", "▁,", "▁gato", "\"", "▁y", "<0x22>", "▁corre", "."]
     f = piece_features(pieces)
@@ -316,7 +316,7 @@ def test_piece_features():
 
 
 def test_correlations_find_a_unit_that_follows_a_feature():
-    from mt.inspect.cells import FEATURES, correlations, top_units
+    from mt.inspection.cells import FEATURES, correlations, top_units
 
     rng = np.random.default_rng(0)
     features = np.zeros((200, len(FEATURES)), np.float32)
@@ -360,7 +360,7 @@ def test_cells_page_colours_every_piece_for_each_unit(run_dir, translator, tmp_p
 
 
 def test_cells_on_a_character_model_colour_characters(tmp_path):
-    from mt.inspect import cells
+    from mt.inspection import cells
     from mt.translate import load_translator
 
     run = make_run(tmp_path / "char", model_type="char")
@@ -395,7 +395,7 @@ def test_curves_table_while_training_runs(tmp_path):
 
 
 def test_curves_keep_the_latest_record_of_a_step_logged_twice(tmp_path):
-    from mt.inspect.curves import read_metrics
+    from mt.inspection.curves import read_metrics
 
     run = tmp_path / "run"
     run.mkdir()
@@ -408,7 +408,7 @@ def test_curves_keep_the_latest_record_of_a_step_logged_twice(tmp_path):
 
 @needs_matplotlib
 def test_curves_png_has_the_expected_size_and_is_not_blank(run_dir, tmp_path):
-    from mt.inspect import curves, plot
+    from mt.inspection import curves, plot
 
     out = tmp_path / "curves.png"
     result = invoke("inspect", "curves", "--model", run_dir, "--out", out)
@@ -498,7 +498,7 @@ def screenshot(chromium, page, out, profile, size=(1000, 900)):
 
 
 def test_attention_page_renders_in_chromium(chromium, run_dir, translator, tmp_path):
-    from mt.inspect import attention, html
+    from mt.inspection import attention, html
 
     page = tmp_path / "report.html"
     result = invoke("inspect", "attention", "--model", run_dir, "--src", SENTENCES[0], "--out", page)
@@ -514,7 +514,7 @@ def test_attention_page_renders_in_chromium(chromium, run_dir, translator, tmp_p
 
 
 def test_cells_page_renders_in_chromium(chromium, run_dir, translator, tmp_path):
-    from mt.inspect import cells, html
+    from mt.inspection import cells, html
 
     (tmp_path / "text.txt").write_text(SENTENCES[1] + "\n", encoding="utf-8")
     _, activations = cells.collect(translator.model, translator.src_tok, [SENTENCES[1]])

@@ -6,5 +6,7 @@
     html.py        self-contained HTML pages (inline CSS, colours as HTML tables, no scripts)
     plot.py        matplotlib, imported only when an image is asked for (`pip install mt[viz]`)
 
-TensorFlow and matplotlib are imported inside functions, so `mt --help` stays instant.
+TensorFlow and matplotlib are imported inside functions, so `mt --help` stays instant. The package is
+`inspection`, not `inspect`: a module of mt/ named like the standard library's `inspect` would replace it
+whenever a file of mt/ is run as a script (`python mt/cli.py`), and break click and dataclasses.
 """

@@ -17,7 +17,7 @@ import click
 import numpy as np
 
 from mt.errors import UserError
-from mt.inspect.common import printable, source_lines
+from mt.inspection.common import printable, source_lines
 
 EOS_LABEL = "</s>"
 SHADES = " .:-=+*#%@"  # text map: weight 0 ... 1
@@ -128,7 +128,7 @@ def layout(alignments):
 
 def image_size(alignments, dpi=None):
     """The image size in pixels (width, height) that `draw` gives for these sentences."""
-    from mt.inspect.plot import DPI
+    from mt.inspection.plot import DPI
 
     (width, height), _, _ = layout(alignments)
     dpi = dpi or DPI
@@ -139,7 +139,7 @@ def draw(alignments, path, title=None):
     """One heatmap panel per sentence, stacked, with its pieces as tick labels; saved to `path`."""
     from matplotlib.colors import LinearSegmentedColormap
 
-    from mt.inspect import html, plot
+    from mt.inspection import html, plot
 
     plt = plot.pyplot()
     (width, height), left, panels = layout(alignments)
@@ -178,7 +178,7 @@ def draw(alignments, path, title=None):
 
 def render_page(path, alignments, run_dir, source, search_name, notes=()):
     """One page: for every sentence, its source, translation and heatmap table."""
-    from mt.inspect import html
+    from mt.inspection import html
 
     parts = ["<h1>Attention</h1>",
              f'<p class="meta">run <code>{html.escape(run_dir)}</code> &middot; {html.escape(source)} &middot; '
@@ -212,7 +212,7 @@ def describe_search(options):
 def run(model, src, input, out, max_sentences, max_length_ratio, weights, **search_options):
     """`mt inspect attention`: maps for --src or the lines of --input; to OUT (.png/.svg/.pdf/.html) or
     as text on stdout. `search_options` are those of `mt translate` (search, beam_size, ...)."""
-    from mt.inspect import plot
+    from mt.inspection import plot
     from mt.translate import load_translator
 
     kind = plot.output_kind(out, plot.IMAGE_FORMATS + ("html",)) if out is not None else "text"

@@ -24,7 +24,7 @@ import click
 import numpy as np
 
 from mt.errors import UserError
-from mt.inspect.common import WORD_MARK, display_piece, piece_text, source_lines
+from mt.inspection.common import WORD_MARK, display_piece, piece_text, source_lines
 
 FEATURES = ("in quotes", "position", "punctuation", "word start")
 QUOTE_MARKS = frozenset('"\u201c\u201d\u201e\u201f\u00ab\u00bb\u2039\u203a\u300c\u300d\u300e\u300f')
@@ -177,7 +177,7 @@ def format_table(top) -> str:
 
 def render_page(path, run_dir, source, pieces, activations, names, r, top, shown):
     """The HTML page: the feature table, then the text coloured by each shown unit."""
-    from mt.inspect import html
+    from mt.inspection import html
 
     n_pieces = sum(len(p) for p in pieces)
     parts = [f"<h1>Hidden units of the encoder</h1>",
@@ -214,7 +214,7 @@ def render_page(path, run_dir, source, pieces, activations, names, r, top, shown
 
 def run(model, src, input, out, units, top, max_sentences, weights):
     """`mt inspect cells`: encoder hidden units over a text; an HTML page to OUT, or a table on stdout."""
-    from mt.inspect import plot
+    from mt.inspection import plot
     from mt.translate import load_translator
 
     if out is not None:

@@ -72,7 +72,7 @@ def series(records, key):
 
 def draw(metrics, title, path):
     """Two panels, loss (train and dev) and dev BLEU, against the step; saved to `path`."""
-    from mt.inspect import plot
+    from mt.inspection import plot
 
     plt = plot.pyplot()
     fig, (ax_loss, ax_bleu) = plt.subplots(1, 2, figsize=FIGSIZE, dpi=plot.DPI)
@@ -139,7 +139,7 @@ def run(model, out):
         click.echo(f"run {model}: {status}")
         click.echo(format_table(metrics))
         return metrics
-    from mt.inspect import plot
+    from mt.inspection import plot
 
     plot.output_kind(out, plot.IMAGE_FORMATS)
     draw(metrics, f"{name}: {status}", out)
