@@ -170,19 +170,22 @@ def test_attention_sums_to_one_over_real_pieces_and_is_zero_on_padding(translato
 
 
 @pytest.mark.parametrize("options", [{"search": "greedy"}, {}, {"search": "beam", "beam_size": 3,
-                                                                 "length_penalty": 0.0}])
+                                                                 "length_penalty": 0.0},
+                                     {"search": "sample", "seed": 7, "top_k": 5}])
 def test_the_map_is_the_attention_of_what_was_decoded(translator, options):
     """The translations are those of `mt translate`'s search, and replaying their tokens through the
     decoder step gives the drawn weights, step by step."""
-    from mt.inspection.attention import SEARCH_DEFAULTS, align, attention_translator
+    from mt.inspection.attention import align, attention_translator, search_defaults
     from mt.model import BOS
     from mt.translate import Translator, make_search
 
     model = translator.model
-    alignments = align(attention_translator(translator, **options), SENTENCES)
+    lines = ["", *SENTENCES]  # an empty line: the others keep their line numbers (sampling depends on them)
+    alignments = align(attention_translator(translator, **options), lines)
     plain = Translator(model, translator.src_tok, translator.tgt_tok,
-                       search=make_search(model, **{**SEARCH_DEFAULTS, **options}))
-    assert [a.translation for a in alignments] == plain.translate(SENTENCES)
+                       search=make_search(model, **{**search_defaults(), **options}))
+    assert [a.translation for a in alignments] == plain.translate(lines)[1:]
+    assert [a.line for a in alignments] == [2, 3, 4]
     for a in alignments:
         src = np.array([translator.src_tok.encode([a.source])[0]], np.int32)
         state, prev = model.encode(src), np.array([BOS], np.int32)
@@ -268,11 +271,15 @@ def test_attention_png_stacks_one_panel_per_sentence(run_dir, translator, tmp_pa
 def test_attention_html_report_is_one_self_contained_page(run_dir, translator, tmp_path):
     from mt.inspection import attention
 
-    (tmp_path / "in.txt").write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    (tmp_path / "in.txt").write_text("\n" + "\n".join(SENTENCES) + "\n\nnot shown\n", encoding="utf-8")
     out = tmp_path / "report.html"
-    result = invoke("inspect", "attention", "--model", run_dir, "--input", tmp_path / "in.txt", "--out", out)
+    result = invoke("inspect", "attention", "--model", run_dir, "--input", tmp_path / "in.txt", "--out", out,
+                    "--max-sentences", len(SENTENCES))
     assert result.exit_code == 0, result.output
+    assert "1 left out" in result.stderr and "1 empty line(s) skipped" in result.stderr
     page = out.read_text(encoding="utf-8")
+    for number, sentence in enumerate(SENTENCES, start=2):  # headings keep the line numbers of the file
+        assert f"<h2>{number}. " in page
     assert page.startswith("<!DOCTYPE html>") and page.count('<table class="heat">') == len(SENTENCES)
     for forbidden in ("<script", "http://", "https://", "<link", "<img", "@import"):
         assert forbidden not in page
@@ -529,3 +536,12 @@ def test_cells_page_renders_in_chromium(chromium, run_dir, translator, tmp_path)
     pixels = screenshot(chromium, page, tmp_path / "shot.png", tmp_path / "profile")
     assert_not_blank(pixels)
     assert has_colour(pixels, strongest, tolerance=4, at_least=40), strongest
+
+
+def test_attention_takes_the_search_options_of_translate_with_the_same_defaults():
+    from mt.inspection.attention import search_defaults
+
+    translate = {p.name: p.default for p in cli.commands["translate"].params}
+    attention = {p.name: p.default for p in cli.commands["inspect"].commands["attention"].params}
+    for name, default in search_defaults().items():
+        assert attention[name] == translate[name] == default, name

@@ -3,8 +3,8 @@
 The weights come out of the search that translates: the Translator of `mt translate`, with the search
 its options build (the same options and defaults here), set to record the attention of the chosen
 hypothesis at each step (`with_attention`). So the map shows what `mt translate` decodes, row by row,
-down to the step that produced the end of sentence (`</s>`). Rows are target
-pieces, columns source pieces, labelled with their SentencePiece pieces; padding never gets a column.
+down to the step that produced the end of sentence (`</s>`). Rows are target pieces, columns source
+pieces, labelled with their SentencePiece pieces; padding never gets a column.
 
 Outputs: a text map on stdout, an image (.png, .svg, .pdf; matplotlib, one panel per sentence), or a
 self-contained HTML page (one heatmap table per sentence; no matplotlib needed).
@@ -24,16 +24,23 @@ SHADES = " .:-=+*#%@"  # text map: weight 0 ... 1
 
 
 class Alignment:
-    """One sentence: source and target pieces, the decoded ids and translation, weights [target, source]."""
+    """One sentence: its line number (from 1), source and target pieces, the decoded ids and translation,
+    and the weights [target, source]."""
 
-    def __init__(self, source, source_pieces, target_ids, target_pieces, translation, weights):
-        self.source, self.translation = source, translation
+    def __init__(self, line, source, source_pieces, target_ids, target_pieces, translation, weights):
+        self.line, self.source, self.translation = line, source, translation
         self.source_pieces, self.target_ids, self.target_pieces = source_pieces, target_ids, target_pieces
         self.weights = weights
 
 
-SEARCH_DEFAULTS = dict(search="beam", beam_size=5, length_penalty=0.6, coverage_penalty=0.0, temperature=1.0,
-                       top_k=0, top_p=1.0, seed=1234)  # those of `mt translate`
+def search_defaults() -> dict:
+    """The search options of `mt translate` with their defaults (those of translate.make_search)."""
+    import inspect
+
+    from mt.translate import make_search
+
+    parameters = inspect.signature(make_search).parameters
+    return {name: p.default for name, p in parameters.items() if name not in ("model", "n_best")}
 
 
 def with_attention(search):
@@ -48,30 +55,31 @@ def attention_translator(translator, **search_options):
     these options (its defaults without any), recording attention."""
     from mt.translate import Translator, make_search
 
-    options = {**SEARCH_DEFAULTS, **search_options}
-    search = make_search(translator.model, n_best=1, **options)
+    search = make_search(translator.model, n_best=1, **{**search_defaults(), **search_options})
     return Translator(translator.model, translator.src_tok, translator.tgt_tok, search=with_attention(search))
 
 
-def align(translator, sentences, max_length_ratio=2.0, batch_size=64):
-    """Translate `sentences` (non-empty strings) with the translator as it is (its search must record
-    attention: see attention_translator) and return one Alignment per sentence."""
+def align(translator, lines, max_length_ratio=2.0, batch_size=64):
+    """Translate `lines` with the translator as it is (its search must record attention: see
+    attention_translator) and return one Alignment per non-empty line."""
     from mt.model import EOS
 
     model = translator.model
     if not getattr(model, "attention", True):
         raise UserError("this model has no attention (model.attention: none): there is no map to draw")
     src_tok, tgt_tok = translator.src_tok, translator.tgt_tok
-    found = translator.hypotheses(sentences, batch_size, max_length_ratio)
+    found = translator.hypotheses(lines, batch_size, max_length_ratio)
     out = []
-    for sentence, hypotheses in zip(sentences, found):
+    for number, (sentence, hypotheses) in enumerate(zip(lines, found), start=1):
+        if not sentence:
+            continue
         best = hypotheses[0]
         if best.attention is None:
             raise UserError("the search returned no attention weights")
         weights = np.asarray(best.attention, np.float32)
         target_ids = list(best.ids) + [EOS] * (weights.shape[0] - len(best.ids))  # the step that ended it
         source_ids = src_tok.encode([sentence])[0][:weights.shape[1]]
-        out.append(Alignment(sentence, [src_tok.id_to_piece(i) for i in source_ids], target_ids,
+        out.append(Alignment(number, sentence, [src_tok.id_to_piece(i) for i in source_ids], target_ids,
                              [EOS_LABEL if i == EOS else tgt_tok.id_to_piece(i) for i in target_ids],
                              best.text, weights))
     return out
@@ -84,8 +92,8 @@ def format_text(alignment) -> str:
     """A text map: the numbered source pieces, then per target piece a shade per source piece and the
     piece it attends to most."""
     a = alignment
-    lines = [f"source:      {printable(a.source)}", f"translation: {printable(a.translation)}",
-             "source pieces: " + "  ".join(f"{j}:{p}" for j, p in enumerate(a.source_pieces))]
+    lines = [f"line {a.line}", f"source:      {printable(a.source)}",
+             f"translation: {printable(a.translation)}", "source pieces: " + "  ".join(f"{j}:{p}" for j, p in enumerate(a.source_pieces))]
     width = max([len(p) for p in a.target_pieces] + [6])
     ruler = "".join(f"{j % 10} " for j in range(len(a.source_pieces)))
     lines.append(f"{'':<{width}}  {ruler}")
@@ -146,7 +154,7 @@ def draw(alignments, path, title=None):
     fig = plt.figure(figsize=(width, height), dpi=plot.DPI)
     cmap = LinearSegmentedColormap.from_list("attention", [[c / 255 for c in rgb] for rgb in html.SEQUENTIAL])
     max_chars = int((width - 0.3) / 0.07)
-    for number, (a, (panel_top, grid_top, grid_h)) in enumerate(zip(alignments, panels), start=1):
+    for a, (panel_top, grid_top, grid_h) in zip(alignments, panels):
         grid_w = CELL * len(a.source_pieces)
         bottom = 1 - (grid_top + grid_h) / height
         ax = fig.add_axes([left / width, bottom, grid_w / width, grid_h / height])
@@ -161,7 +169,7 @@ def draw(alignments, path, title=None):
             spine.set_visible(False)
         bar = fig.add_axes([(left + grid_w + 0.15) / width, bottom, 0.12 / width, min(grid_h, 1.5) / height])
         fig.colorbar(image, cax=bar).ax.tick_params(labelsize=7)
-        for line, (text, colour) in enumerate(((f"{number}. {a.source}", "#000"),
+        for line, (text, colour) in enumerate(((f"{a.line}. {a.source}", "#000"),
                                                (f"\u2192 {a.translation}", "#444"))):
             text = printable(text)
             if len(text) > max_chars:
@@ -187,9 +195,9 @@ def render_page(path, alignments, run_dir, source, search_name, notes=()):
              "source pieces. Each row is the decoder's attention at that step; it sums to 1.</p>"]
     parts += [f'<p class="note">{html.escape(note)}</p>' for note in notes]
     parts.append(html.legend(html.SEQUENTIAL, "0", "1"))
-    for number, a in enumerate(alignments, start=1):
+    for a in alignments:
         rows, columns = [printable(p) for p in a.target_pieces], [printable(p) for p in a.source_pieces]
-        parts.append(f"<section><h2>{number}. {html.escape(printable(a.source))}</h2>"
+        parts.append(f"<section><h2>{a.line}. {html.escape(printable(a.source))}</h2>"
                      f'<p class="meta">&#8594; {html.escape(printable(a.translation))}</p>'
                      f"{html.heatmap_table(rows, columns, a.weights)}</section>")
     html.write_page(path, f"Attention: {os.path.basename(os.path.normpath(run_dir))}", "\n".join(parts))
@@ -197,7 +205,7 @@ def render_page(path, alignments, run_dir, source, search_name, notes=()):
 
 def describe_search(options):
     """'beam search (beam 5, length penalty 0.6)', 'greedy search' or 'sampling (...)', for the page."""
-    o = {**SEARCH_DEFAULTS, **options}
+    o = {**search_defaults(), **options}
     if o["search"] == "greedy":
         return "greedy search"
     if o["search"] == "sample":
@@ -220,18 +228,18 @@ def run(model, src, input, out, max_sentences, max_length_ratio, weights, **sear
         plot.pyplot()  # a missing matplotlib stops here, before the model is loaded
     if max_length_ratio <= 0:
         raise UserError(f"--max-length-ratio must be positive, got {max_length_ratio}")
-    sentences, empty, left_out = source_lines(src, input, max_sentences)
+    lines, empty, left_out = source_lines(src, input, max_sentences)
     notes = []
     if empty:
         notes.append(f"{empty} empty line(s) skipped")
     if left_out:
-        notes.append(f"only the first {max_sentences} lines are shown (--max-sentences); {left_out} left out")
+        notes.append(f"only the first {max_sentences} sentences are shown (--max-sentences); {left_out} left out")
     for note in notes:
         click.echo(f"note: {note}", err=True)
     translator = load_translator(model, weights)
     if not translator.model.attention:
         raise UserError(f"{model}: this model has no attention (model.attention: none): there is no map to draw")
-    alignments = align(attention_translator(translator, **search_options), sentences, max_length_ratio)
+    alignments = align(attention_translator(translator, **search_options), lines, max_length_ratio)
     if kind == "text":
         click.echo("\n\n".join(format_text(a) for a in alignments))
     elif kind == "html":

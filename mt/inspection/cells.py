@@ -221,7 +221,8 @@ def run(model, src, input, out, units, top, max_sentences, weights):
         plot.output_kind(out, ("html",))
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")
-    sentences, empty, left_out = source_lines(src, input, max_sentences)
+    lines, _, left_out = source_lines(src, input, max_sentences)
+    sentences = [line for line in lines if line]
     translator = load_translator(model, weights)
     names = unit_names(translator.model)
     chosen = parse_units(units, names) if units else None
@@ -231,7 +232,7 @@ def run(model, src, input, out, units, top, max_sentences, weights):
     best = top_units(r, names, top)
     shown = chosen or default_units(best, names)
     if left_out:
-        click.echo(f"note: only the first {max_sentences} non-empty lines are used (--max-sentences); "
+        click.echo(f"note: only the first {max_sentences} sentences are used (--max-sentences); "
                    f"{left_out} left out", err=True)
     if out is None:
         click.echo(format_table(best))
@@ -240,4 +241,4 @@ def run(model, src, input, out, units, top, max_sentences, weights):
         render_page(out, str(model), source, pieces, activations, names, r, best, shown)
         click.echo(f"{len(shown)} unit(s) over {len(sentences)} sentence(s) -> {out}", err=True)
     return {"units": names, "top": best, "shown": shown, "correlations": r, "pieces": pieces,
-            "activations": activations, "skipped_empty": empty}
+            "activations": activations}

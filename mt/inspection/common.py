@@ -8,9 +8,11 @@ WORD_MARK = "\u2581"  # SentencePiece's word-start mark
 
 
 def source_lines(src, input, max_sentences):
-    """The sentences to look at: --src (one) or the lines of --input ('-': stdin), without empty lines.
+    """The text to look at: --src (one sentence) or the lines of --input ('-': stdin).
 
-    Returns (sentences, skipped empty lines, lines left out beyond max_sentences).
+    Returns (lines, empty, left_out): the lines up to the `max_sentences`-th non-empty one, empty lines
+    kept in place so that every line keeps its number (sampling draws depend on it, as in translate);
+    how many of those are empty; how many non-empty lines are left out beyond `max_sentences`.
     """
     from mt.translate import read_lines
 
@@ -19,10 +21,11 @@ def source_lines(src, input, max_sentences):
     if max_sentences < 1:
         raise UserError(f"--max-sentences must be at least 1, got {max_sentences}")
     lines = [src.strip()] if src is not None else read_lines(input)
-    kept = [line for line in lines if line]
-    if not kept:
+    full = [number for number, line in enumerate(lines) if line]
+    if not full:
         raise UserError("nothing to look at: the source text is empty")
-    return kept[:max_sentences], len(lines) - len(kept), max(0, len(kept) - max_sentences)
+    lines = lines[:full[:max_sentences][-1] + 1]
+    return lines, sum(1 for line in lines if not line), max(0, len(full) - max_sentences)
 
 
 def byte_value(piece):
