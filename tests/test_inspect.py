@@ -12,8 +12,6 @@ import signal
 import struct
 import subprocess
 import sys
-import types
-import zlib
 
 import numpy as np
 import pytest

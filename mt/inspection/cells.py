@@ -180,7 +180,7 @@ def render_page(path, run_dir, source, pieces, activations, names, r, top, shown
     from mt.inspection import html
 
     n_pieces = sum(len(p) for p in pieces)
-    parts = [f"<h1>Hidden units of the encoder</h1>",
+    parts = ["<h1>Hidden units of the encoder</h1>",
              f'<p class="meta">run <code>{html.escape(run_dir)}</code> &middot; text {html.escape(source)} '
              f"&middot; {len(pieces)} sentence(s), {n_pieces} pieces &middot; {len(names)} units</p>",
              '<p class="note">Each unit is the hidden state h of one encoder cell (<code>fw_L</code> forward, '
