@@ -23,7 +23,8 @@ How it runs: the loop over target positions is one `tf.while_loop`, batched over
 inside a `tf.function` no Python runs per token. The base class `Search` owns the loop; a strategy only
 says how to start (`start`), how to extend its hypotheses by one token (`advance`) and what to return
 (`result`). A sentence stops at its own length limit `max_lengths[b]` or when its strategy says it is done;
-the loop stops when every sentence is done.
+it then leaves the batch (its state rows are dropped, so later steps cost less), and the loop stops when
+every sentence is done.
 
 Batch independence: a sentence's output never depends on its neighbours in the batch. Length limits are
 per sentence, a finished sentence keeps its results while others go on, and sampling draws its random
@@ -89,21 +90,24 @@ class Search:
         limit = tf.reduce_max(max_lengths)
         hyps = self.start(batch, limit, tf.shape(source_mask)[1])
 
-        def body(t, ids, state, hyps):
+        def body(t, ids, state, live, hyps):
+            # live [L]: the sentences still searched; ids and state hold their L * K rows
             logits, new_state = self.step_fn(ids, state)
-            log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-            step = Step(t, tf.reshape(log_probs, [batch, k, -1]), _attention(new_state, source_mask, k),
-                        t + 1 >= max_lengths, max_lengths, source_mask, row_ids)
-            ids, parents, hyps = self.advance(step, hyps)
-            loop = (t + 1, ids, self.reorder(state, new_state, parents), hyps)
-            # keep every static shape known at the start (gathers and reshapes lose the batch size)
-            return tf.nest.map_structure(lambda x, first: tf.ensure_shape(x, first.shape), loop, start)
+            log_probs = tf.reshape(tf.nn.log_softmax(tf.cast(logits, tf.float32)), [tf.size(live), k, -1])
+            lengths, mask, rows = (tf.gather(x, live) for x in (max_lengths, source_mask, row_ids))
+            step = Step(t, log_probs, _attention(new_state, mask, k), t + 1 >= lengths, lengths, mask, rows)
+            ids, parents, mine = self.advance(step, tf.nest.map_structure(lambda x: tf.gather(x, live), hyps))
+            hyps = tf.nest.map_structure(lambda x, y: tf.tensor_scatter_nd_update(x, live[:, None], y), hyps, mine)
+            ids, state, live = _drop_done(mine["done"], ids, self.reorder(state, new_state, parents), live, k)
+            return t + 1, ids, state, live, hyps
 
-        def cond(t, ids, state, hyps):
-            return tf.logical_and(t < limit, tf.logical_not(tf.reduce_all(hyps["done"])))
+        def cond(t, ids, state, live, hyps):
+            return tf.logical_and(t < limit, tf.size(live) > 0)
 
-        start = (tf.constant(0), tf.fill([batch * k], BOS), state, hyps)
-        steps, _, _, hyps = tf.while_loop(cond, body, start)
+        start = (tf.constant(0), tf.fill([batch * k], BOS), state, tf.range(batch), hyps)
+        invariants = tf.nest.map_structure(lambda x: x.shape, start)
+        invariants = (invariants[0], *tf.nest.map_structure(_any_rows, start[1:4]), invariants[4])
+        steps, _, _, _, hyps = tf.while_loop(cond, body, start, shape_invariants=invariants)
         return self.result(hyps, steps)
 
     def reorder(self, old_state, new_state, parents):
@@ -120,6 +124,27 @@ class Search:
 
     def result(self, hyps, steps) -> Hypotheses:
         raise NotImplementedError
+
+
+def _any_rows(x):
+    """x's static shape with any number of rows: the loop drops the rows of finished sentences."""
+    return tf.TensorShape([None]).concatenate(x.shape[1:])
+
+
+def _drop_done(done, ids, state, live, beams):
+    """Keep the ids, state rows and `live` entries of the sentences not done (done [L] bool).
+
+    Finished sentences leave the batch, so the step's matrix products shrink with it; nothing is copied
+    at steps where no sentence has finished.
+    """
+
+    def drop():
+        keep = tf.logical_not(done)
+        rows = tf.reshape(tf.boolean_mask(tf.reshape(tf.range(tf.size(ids)), [-1, beams]), keep), [-1])
+        return (tf.gather(ids, rows), tf.nest.map_structure(lambda x: tf.gather(x, rows), state),
+                tf.boolean_mask(live, keep))
+
+    return tf.cond(tf.reduce_any(done), drop, lambda: (ids, state, live))
 
 
 def _source_mask(state, source_mask, batch):
