@@ -53,7 +53,7 @@ def make_run(root, model_type="unigram", **model_settings):
     model = build_model(config.model, src_vocab, tgt_vocab)
     # Stronger than random weights: sharp attention and large activations, so the pictures show clear colours.
     if model.attention:
-        model.attn_key.set_weights([w * 8.0 for w in model.attn_key.get_weights()])
+        model.attn_key.set_weights([w * 200.0 for w in model.attn_key.get_weights()])
     embedding = model.encoder.embedding
     embedding.set_weights([w * 40.0 for w in embedding.get_weights()])
     config.save(root / "config.yaml")
@@ -236,18 +236,27 @@ def test_a_model_without_attention_is_a_clear_error(tmp_path):
 
 @needs_matplotlib
 def test_attention_png_has_the_expected_size_and_is_not_blank(run_dir, translator, tmp_path):
-    from mt.inspection import attention, html
+    from mt.inspection import attention, html, plot
 
     out = tmp_path / "att.png"
     result = invoke("inspect", "attention", "--model", run_dir, "--src", SENTENCES[1], "--out", out)
     assert result.exit_code == 0, result.output
-    expected = attention.image_size(attention.align(attention.attention_translator(translator), [SENTENCES[1]]))
+    alignments = attention.align(attention.attention_translator(translator), [SENTENCES[1]])
+    expected = attention.image_size(alignments)
     assert png_size(out) == expected
     pixels = png_pixels(out)
     assert pixels.shape[:2] == expected[::-1]
     assert_not_blank(pixels)
-    # the darkest cells of the heatmap are drawn in the map's darkest colour, as on the HTML page
-    assert has_colour(pixels, html.SEQUENTIAL[-1], tolerance=25)
+    # every cell of the heatmap shows its weight, in the colour the HTML page gives it (one scale for both)
+    a = alignments[0]
+    assert a.weights.max() > 0.8  # the test model attends sharply: the map has dark cells
+    _, left, [(_, grid_top, _)] = attention.layout(alignments)
+    for i in range(a.weights.shape[0]):
+        for j in range(a.weights.shape[1]):
+            y = int((grid_top + (i + 0.5) * attention.CELL) * plot.DPI)
+            x = int((left + (j + 0.5) * attention.CELL) * plot.DPI)
+            expected_rgb = np.array(html.weight_colour(float(a.weights[i, j])))
+            assert np.abs(pixels[y, x].astype(int) - expected_rgb).max() <= 6, (i, j, pixels[y, x], expected_rgb)
 
 
 @needs_matplotlib
@@ -512,6 +521,7 @@ def test_attention_page_renders_in_chromium(chromium, run_dir, translator, tmp_p
     assert pixels.shape[:2] == (900, 1000)
     assert_not_blank(pixels)
     weights = attention.align(attention.attention_translator(translator), [SENTENCES[0]])[0].weights
+    assert weights.max() > 0.8  # dark cells: their colours appear nowhere else on the page
     # the colours of the strongest cells of the heatmap are on the screen
     strongest = sorted({html.weight_colour(w) for w in np.sort(weights.ravel())[-3:]})
     for rgb in strongest:
