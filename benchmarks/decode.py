@@ -145,7 +145,8 @@ def report(batch_size, workload, results):
     print(head + "".join(f" {'x ' + b:>16}" for b in base) + ("  vs greedy" if "greedy" in results else ""))
     for name, (seconds, outputs) in results.items():
         tokens = sum(len(o) for o in outputs.values())
-        line = f"{batch_size:>5} {name:<15} {seconds:8.2f} {workload.sentences / seconds:8.1f} {tokens / seconds:9.0f}"
+        line = (f"{batch_size:>5} {name:<15} {seconds:8.2f} {workload.sentences / seconds:8.1f} "
+                f"{tokens / seconds:9.0f}")
         line += "".join(f" {results[b][0] / seconds:16.1f}" for b in base)
         if "greedy" in results:
             line += f"  {seconds / results['greedy'][0]:5.2f}x time"

@@ -53,15 +53,16 @@ class Hypotheses(NamedTuple):
 
 
 class Step(NamedTuple):
-    """What a strategy sees at one step. B sentences, K beams, V target vocabulary, S source positions."""
+    """What a strategy sees at one step, for the L sentences still searched (K beams each, V target
+    pieces, S source positions)."""
 
     t: tf.Tensor  # the position being produced (0 for the first token)
-    log_probs: tf.Tensor  # [B, K, V] log-softmax of the step's logits
-    attention: tf.Tensor  # [B, K, S] the step's attention (zeros if the state has none)
-    last: tf.Tensor  # [B] bool: position t is the sentence's last allowed one
-    max_lengths: tf.Tensor  # [B] int32
-    source_mask: tf.Tensor  # [B, S] bool
-    row_ids: tf.Tensor  # [B] int32, a stable id per sentence (for random draws)
+    log_probs: tf.Tensor  # [L, K, V] log-softmax of the step's logits
+    attention: tf.Tensor  # [L, K, S] the step's attention (zeros if the state has none)
+    last: tf.Tensor  # [L] bool: position t is the sentence's last allowed one
+    max_lengths: tf.Tensor  # [L] int32
+    source_mask: tf.Tensor  # [L, S] bool
+    row_ids: tf.Tensor  # [L] int32, a stable id per sentence (for random draws)
 
 
 class Search:
@@ -97,7 +98,8 @@ class Search:
             lengths, mask, rows = (tf.gather(x, live) for x in (max_lengths, source_mask, row_ids))
             step = Step(t, log_probs, _attention(new_state, mask, k), t + 1 >= lengths, lengths, mask, rows)
             ids, parents, mine = self.advance(step, tf.nest.map_structure(lambda x: tf.gather(x, live), hyps))
-            hyps = tf.nest.map_structure(lambda x, y: tf.tensor_scatter_nd_update(x, live[:, None], y), hyps, mine)
+            hyps = tf.nest.map_structure(lambda x, y: tf.tensor_scatter_nd_update(x, live[:, None], y),
+                                         hyps, mine)
             ids, state, live = _drop_done(mine["done"], ids, self.reorder(state, new_state, parents), live, k)
             return t + 1, ids, state, live, hyps
 
@@ -115,14 +117,18 @@ class Search:
         return new_state
 
     def start(self, batch, limit, source_length):
-        """Loop variables for B sentences (a dict holding at least "done" [B] bool)."""
+        """The hypotheses of B sentences: a dict of [B, ...] tensors, holding at least "done" [B] bool."""
         raise NotImplementedError
 
     def advance(self, step: Step, hyps):
-        """Extend the hypotheses by one token: (next ids [B*K] int32, parent rows [B*K] or None, hyps)."""
+        """Extend the hypotheses of the L sentences still searched by one token.
+
+        Returns (next ids [L*K] int32, parent rows [L*K] int32 or None, hyps with "done" updated).
+        """
         raise NotImplementedError
 
     def result(self, hyps, steps) -> Hypotheses:
+        """The output, from the hypotheses of all B sentences after `steps` steps."""
         raise NotImplementedError
 
 
