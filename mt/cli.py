@@ -4,6 +4,7 @@ TensorFlow is imported only inside the stages, so `mt --help` answers at once.
 """
 
 import functools
+import os
 import sys
 
 import click
@@ -12,12 +13,40 @@ from mt import __version__
 from mt.errors import UserError
 
 
+NO_TENSORFLOW = ("mt.preprocess", "mt.evaluate")
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow with its native start-up messages silenced.
+
+    TensorFlow's C++ side prints a few lines (CUDA probing, oneDNN notes) to file descriptor 2 before its
+    own logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide them; an import error still surfaces as a
+    Python exception once stderr is back.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+                import keras  # noqa: F401
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def stage(fn):
     """Run a stage; a UserError becomes one line on stderr and exit code 1, never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            if fn.__module__ not in NO_TENSORFLOW:
+                import_tensorflow_quietly()
             return fn(*args, **kwargs)
         except UserError as e:
             click.echo(f"error: {e}", err=True)
