@@ -1,0 +1,153 @@
+"""Training throughput: target tokens/s of mt's real training step, variants side by side in one process.
+
+For each variant (a precision and/or a number of CPU replicas is not mixed in one process: precision only)
+the script builds a Trainer on the prepared data, takes the same first N global batches, and times the
+compiled training step on them; variants take turns, several rounds, and the median is reported, so that
+a busy machine slows all of them alike. It also measures the machine's matrix-multiply peak (float32 and
+bfloat16) in the same run and reports the achieved arithmetic rate from an analytic count of the model's
+FLOPs per target token (forward + backward = 3 x forward matrix products).
+
+    python benchmarks/train_speed.py --data work/bible/data --config rnn-base-cpu \
+        --variants float32,mixed_bfloat16 --batches 8 --rounds 3
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def matmul_peak(dtype_name, size=2048, seconds=2.0):
+    """GFLOP/s of one large square matrix product, the machine's practical peak for that dtype."""
+    import tensorflow as tf
+
+    dtype = getattr(tf, dtype_name)
+    a = tf.cast(tf.random.normal([size, size]), dtype)
+    b = tf.cast(tf.random.normal([size, size]), dtype)
+    run = tf.function(lambda x, y: tf.matmul(x, y))
+    run(a, b).numpy()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        out = run(a, b)
+        count += 1
+    out.numpy()
+    return 2 * size ** 3 * count / (time.perf_counter() - start) / 1e9
+
+
+def flops_per_target_token(model_cfg, src_vocab, tgt_vocab, src_per_tgt):
+    """Forward matrix-product FLOPs per target token (multiply-add = 2), encoder work included."""
+    c = model_cfg
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[c.cell]
+    enc, dec, mem = c.enc_units, c.dec_units, 2 * c.enc_units
+    encoder = 0
+    for layer in range(c.enc_layers):
+        inp = c.emb_dim if layer == 0 else mem
+        encoder += 2 * (2 * inp * gates * enc + 2 * enc * gates * enc)
+    attention = c.attention != "none"
+    decoder = 0
+    for layer in range(c.dec_layers):
+        inp = c.emb_dim if layer == 0 else dec
+        decoder += 2 * inp * gates * dec + 2 * dec * gates * dec
+    if attention:
+        if c.input_feeding:
+            decoder += 2 * dec * gates * dec
+        decoder += 2 * (mem + dec) * dec  # attention output layer
+        keys = 2 * mem * dec if c.attention == "general" else 0
+        encoder += keys
+    decoder += 2 * dec * tgt_vocab
+    return decoder + src_per_tgt * encoder  # (scores and context grow with length; left out, < 2%)
+
+
+class Variant:
+    """One training set-up: a Trainer with its compiled step and the same fixed batches."""
+
+    def __init__(self, name, precision, args, strategy):
+        import keras
+        import tensorflow as tf
+
+        from mt.config import Config
+        from mt.train import Trainer, load_manifest
+
+        keras.mixed_precision.set_global_policy(precision)
+        cfg = Config.load(args.config)
+        cfg.train.precision = precision
+        self.name = name
+        self.trainer = Trainer(cfg, args.data, load_manifest(args.data), tempfile.mkdtemp(prefix="mt-bench-"),
+                               strategy)
+        dataset = self.trainer._distributed_dataset(0, 0)
+        self.step = tf.function(self.trainer._train_step,
+                                input_signature=[dataset.element_spec, tf.TensorSpec([], tf.float32)])
+        iterator = iter(dataset)
+        self.batches = [next(iterator) for _ in range(args.batches)]
+        self.tokens = 0.0
+        self.flag = tf.constant(0.0)
+        for batch in self.batches[:2]:  # trace and warm up
+            self.step(batch, self.flag)
+
+    def time_round(self):
+        start, tokens = time.perf_counter(), 0.0
+        for batch in self.batches:
+            _, batch_tokens, _, _ = self.step(batch, self.flag)
+            tokens += float(batch_tokens)
+        return tokens / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--config", default="rnn-base-cpu")
+    parser.add_argument("--variants", default="float32,mixed_bfloat16")
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    from mt.cli import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    import tensorflow as tf
+
+    from mt.config import Config
+    from mt.train import load_manifest
+
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    variants = [Variant(name, name, args, strategy) for name in args.variants.split(",")]
+    speeds = {v.name: [] for v in variants}
+    for _ in range(args.rounds):
+        for v in variants:
+            speeds[v.name].append(v.time_round())
+    peaks = {name: matmul_peak(name) for name in ("float32", "bfloat16")}
+    manifest = load_manifest(args.data)
+    train = manifest["splits"]["train"]
+    flops = flops_per_target_token(Config.load(args.config).model, manifest["vocab"]["src"],
+                                   manifest["vocab"]["tgt"], train["src_tokens"] / train["tgt_tokens"])
+    report(args, speeds, peaks, flops)
+
+
+def report(args, speeds, peaks, flops):
+    base = statistics.median(next(iter(speeds.values())))
+    print(f"config {args.config}, {args.batches} batches x {args.rounds} rounds; model: "
+          f"{3 * flops / 1e6:.1f} MFLOP per target token (forward + backward)")
+    print(f"matmul peak this run: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s")
+    print("| variant | target tokens/s (median) | rounds | x first | GFLOP/s | % of its matmul peak |")
+    print("|---|---:|---|---:|---:|---:|")
+    results = {}
+    for name, values in speeds.items():
+        median = statistics.median(values)
+        rate = median * 3 * flops / 1e9
+        peak = peaks["bfloat16" if "bfloat16" in name else "float32"]
+        results[name] = {"tokens_per_s": median, "rounds": values, "gflops": rate, "peak": peak}
+        print(f"| {name} | {median:,.0f} | {', '.join(f'{v:,.0f}' for v in values)} | {median / base:.2f} | "
+              f"{rate:.0f} | {100 * rate / peak:.0f}% |")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"peaks": peaks, "flops_per_token": 3 * flops, "variants": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
