@@ -123,7 +123,8 @@ class Search:
     def advance(self, step: Step, hyps):
         """Extend the hypotheses of the L sentences still searched by one token.
 
-        Returns (next ids [L*K] int32, parent rows [L*K] int32 or None, hyps with "done" updated).
+        Sentences leave the loop once done, so every sentence passed here is still going. Returns (next ids
+        [L*K] int32, parent rows [L*K] int32 or None, hyps with "done" updated).
         """
         raise NotImplementedError
 
@@ -203,16 +204,11 @@ class _SingleSearch(Search):
 
     def advance(self, step, hyps):
         totals = hyps["score"] + step.log_probs[:, 0]
-        live = tf.logical_not(hyps["done"])
-        ids = tf.where(live, self.pick(totals, step), PAD)
-        new = dict(hyps)
-        new["score"] = tf.where(live[:, None], tf.gather(totals, ids[:, None], batch_dims=1), hyps["score"])
-        new["length"] = hyps["length"] + tf.cast(live, tf.int32)[:, None]
-        new["ids"] = _write(hyps["ids"], step.t, ids[:, None])
+        ids = self.pick(totals, step)
+        new = {"ids": _write(hyps["ids"], step.t, ids[:, None]), "length": hyps["length"] + 1,
+               "score": tf.gather(totals, ids[:, None], batch_dims=1), "done": tf.equal(ids, EOS) | step.last}
         if self.with_attention:
-            attention = tf.where(live[:, None, None], step.attention, 0.0)
-            new["attention"] = _write(hyps["attention"], step.t, attention)
-        new["done"] = hyps["done"] | tf.equal(ids, EOS) | step.last
+            new["attention"] = _write(hyps["attention"], step.t, step.attention)
         return ids, None, new
 
     def result(self, hyps, steps):
@@ -337,7 +333,7 @@ class BeamSearch(Search):
         parent, token = index // vocab, index % vocab
         cands = self._extend(hyps["alive"], parent, token, score, step)
         is_eos = tf.equal(token, EOS)
-        ends = (is_eos | step.last[:, None]) & (tf.range(2 * k) < k) & tf.logical_not(hyps["done"])[:, None]
+        ends = (is_eos | step.last[:, None]) & (tf.range(2 * k) < k)
         cands["rank"] = tf.where(ends, self._rank(cands, step), NEG_INF)
         cands["length"] = tf.fill([batch, 2 * k], step.t + 1)
         both = {key: tf.concat([value, cands[key]], 1) for key, value in hyps["finished"].items()}
@@ -346,7 +342,7 @@ class BeamSearch(Search):
         live["score"] = tf.where(is_eos, NEG_INF, score)  # EOS ends a hypothesis: it never stays live
         alive = _best(live, live["score"], k)
         reachable = alive["score"][:, 0] / self._lp(step.max_lengths)
-        done = hyps["done"] | step.last | (finished["rank"][:, self.n_best - 1] >= reachable)
+        done = step.last | (finished["rank"][:, self.n_best - 1] >= reachable)
         rows = tf.range(batch)[:, None] * k + alive.pop("parent")
         ids = tf.reshape(alive.pop("token"), [-1])
         return ids, tf.reshape(rows, [-1]), {"done": done, "alive": alive, "finished": finished}

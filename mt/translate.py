@@ -133,6 +133,8 @@ def make_batches(lengths, batch_size, batch_type="sents"):
     padding included (sentences x longest); a sentence longer than that makes a batch of its own. Beam
     search multiplies the memory of a batch by the beam size.
     """
+    if batch_type not in BATCH_TYPES:
+        raise UserError(f"unknown batch type {batch_type!r}: choose one of {', '.join(BATCH_TYPES)}")
     order = sorted((i for i, n in enumerate(lengths) if n), key=lambda i: lengths[i])
     if batch_type == "sents":
         return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
