@@ -67,9 +67,14 @@ class RecurrentCell(keras.layers.Layer):
     def zero_state(self, batch):
         return tuple(tf.zeros([batch, self.units], self.compute_dtype) for _ in range(self.state_size))
 
-    def step(self, xw, state):
+    def step(self, xw, state, recurrent=None, hu=None):
+        """Advance one step. `recurrent` is the recurrent kernel already cast to the compute dtype (so a
+        loop casts it once, not every step); `hu` the recurrent product h @ kernel when the caller computed
+        it, e.g. fused with another product."""
         h = state[0]
-        hu = tf.matmul(h, self._cast(self.recurrent))
+        if hu is None:
+            recurrent = self._cast(self.recurrent) if recurrent is None else recurrent
+            hu = tf.matmul(h, recurrent)
         if self.kind == "lstm":
             i, f, g, o = tf.split(xw + hu, 4, axis=-1)
             c = tf.sigmoid(f) * state[1] + tf.sigmoid(i) * tf.tanh(g)
@@ -93,10 +98,11 @@ def run_recurrence(cell, xw, mask, initial_state):
     """
     xw_t = tf.transpose(xw, [1, 0, 2])
     mask_t = tf.transpose(mask)[:, :, None]
+    recurrent = cell._cast(cell.recurrent)
 
     def body(state, elems):
         x, m = elems
-        new = cell.step(x, state)
+        new = cell.step(x, state, recurrent)
         return tuple(tf.where(m, n, o) for n, o in zip(new, state))
 
     states = tf.scan(body, (xw_t, mask_t), initializer=initial_state)
@@ -152,6 +158,7 @@ class Seq2Seq(keras.Model):
         if self.attention:
             self.attn_key = keras.layers.Dense(c.dec_units, use_bias=False, name="attn_key")
             self.attn_out = keras.layers.Dense(c.dec_units, use_bias=False, activation="tanh", name="attn_out")
+            self.attn_out.build((None, 2 * c.enc_units + c.dec_units))  # used through its kernel
         if self.feeding:
             self.feed_kernel = self.add_weight(name="feed_kernel", initializer="glorot_uniform",
                                                shape=(c.dec_units, self.cells[0].gates * c.dec_units))
@@ -188,41 +195,63 @@ class Seq2Seq(keras.Model):
 
     # -- one decoder step, shared by training and search --------------------------------------------
 
-    def _decoder_step(self, xw, state, drop_masks):
+    def _loop_weights(self, fuse):
+        """The decoder's recurrent weights in the compute dtype, cast once outside the time loop.
+
+        With `fuse` (LSTM and vanilla RNN with input feeding), the feed and recurrent kernels of the first
+        layer are stacked so one product [feed; h] @ [W_feed; U] replaces two; a GRU keeps them apart
+        because its reset gate applies to the recurrent part only."""
+        cast = self.cells[0]._cast
+        weights = {"recurrent": [cast(cell.recurrent) for cell in self.cells]}
+        if self.feeding:
+            weights["feed"] = cast(self.feed_kernel)
+            if fuse and self.config.cell != "gru":
+                weights["fused"] = tf.concat([weights["feed"], weights["recurrent"][0]], axis=0)
+        if self.attention:
+            weights["attn_out"] = cast(self.attn_out.kernel)
+        return weights
+
+    def _decoder_step(self, xw, state, drop_masks, weights):
         """Advance the decoder one step from the projected target embedding xw [B, G*H].
 
         Returns (output [B, H] before the vocabulary projection, new state, attention weights or None).
-        `drop_masks` is a list of dropout masks (or None entries) for inter-layer inputs and the output.
+        `drop_masks` is a list of dropout masks (or None entries) for inter-layer inputs and the output;
+        `weights` comes from `_loop_weights`.
         """
         state = dict(state)
         n = self.cells[0].state_size
-        if self.feeding:
-            xw = xw + tf.matmul(state["feed"], tf.cast(self.feed_kernel, xw.dtype))
         x = None
         for i, cell in enumerate(self.cells):
+            cell_state = tuple(state[f"rnn_{i}_{j}"] for j in range(n))
+            hu = None
             if i > 0:
                 x = x if drop_masks[i] is None else x * drop_masks[i]
                 xw = cell.project(x)
-            new = cell.step(xw, tuple(state[f"rnn_{i}_{j}"] for j in range(n)))
+            elif "fused" in weights:
+                hu = tf.matmul(tf.concat([state["feed"], cell_state[0]], axis=-1), weights["fused"])
+            elif self.feeding:
+                xw = xw + tf.matmul(state["feed"], weights["feed"])
+            new = cell.step(xw, cell_state, weights["recurrent"][i], hu)
             state.update({f"rnn_{i}_{j}": s for j, s in enumerate(new)})
             x = new[0]
-        weights = None
+        alignment = None
         if self.attention:
             scores = tf.cast(tf.einsum("bsh,bh->bs", state["keys"], x), tf.float32) + state["bias"]
-            weights = tf.nn.softmax(scores, axis=-1)
-            context = tf.einsum("bs,bsd->bd", tf.cast(weights, x.dtype), state["memory"])
-            x = self.attn_out(tf.concat([context, x], axis=-1))
+            alignment = tf.nn.softmax(scores, axis=-1)
+            context = tf.einsum("bs,bsd->bd", tf.cast(alignment, x.dtype), state["memory"])
+            x = tf.tanh(tf.matmul(tf.concat([context, x], axis=-1), weights["attn_out"]))
         if drop_masks[0] is not None:
             x = x * drop_masks[0]
         state["feed"] = x
-        return x, state, weights
+        return x, state, alignment
 
     def decode_step(self, ids, state):
         """ids [B] int32 (the previous target token) -> (logits [B, V] float32, new state)."""
         xw = self.cells[0].project(self.tgt_embedding(ids))
-        out, state, weights = self._decoder_step(xw, state, [None] * len(self.cells))
-        if weights is not None:
-            state["attention"] = weights
+        out, state, alignment = self._decoder_step(xw, state, [None] * len(self.cells),
+                                                   self._loop_weights(fuse=False))
+        if alignment is not None:
+            state["attention"] = alignment
         return tf.cast(self.output_layer(out), tf.float32), state
 
     # -- teacher forcing ------------------------------------------------------------------------------
@@ -245,12 +274,13 @@ class Seq2Seq(keras.Model):
         xw = tf.transpose(self.cells[0].project(emb), [1, 0, 2])
         masks = self._dropout_masks(tf.shape(tgt_in)[1], tf.shape(tgt_in)[0], training)
         used = [i for i, m in enumerate(masks) if m is not None]
+        weights = self._loop_weights(fuse=True)
 
         def body(carry, elems):
             step_masks = [None] * len(masks)
             for i, m in zip(used, elems[1:]):
                 step_masks[i] = m
-            _, new_state, _ = self._decoder_step(elems[0], {**carry, **constant}, step_masks)
+            _, new_state, _ = self._decoder_step(elems[0], {**carry, **constant}, step_masks, weights)
             return {k: new_state[k] for k in carry}
 
         states = tf.scan(body, (xw, *[masks[i] for i in used]), initializer=carried)
