@@ -6,6 +6,9 @@
 
 Training and decoding share `_decoder_step`, so what is trained is exactly what is searched.
 
+Precision: under a mixed policy (mixed_bfloat16 / mixed_float16) the matrix products run in the compute
+dtype, while gates, cell states, attention softmax and logits stay in float32.
+
 Speed: each recurrent layer multiplies the inputs of all time steps in one large matrix product before the
 recurrence, which then only does the small recurrent product per step; the decoder's output projection
 (the largest matrix) runs once over all time steps after the loop. Padding (id 0) is masked everywhere:
@@ -44,14 +47,17 @@ class RecurrentCell(keras.layers.Layer):
 
     def build(self, input_shape):
         n = self.gates * self.units
-        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], n), initializer="glorot_uniform")
-        self.recurrent = self.add_weight(name="recurrent", shape=(self.units, n), initializer="orthogonal")
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], n), initializer="glorot_uniform",
+                                      autocast=False)
+        self.recurrent = self.add_weight(name="recurrent", shape=(self.units, n), initializer="orthogonal",
+                                         autocast=False)
         bias_init = "zeros"
         if self.kind == "lstm":  # forget gate bias 1: remember by default at the start of training
             bias_init = keras.initializers.Constant([0.0] * self.units + [1.0] * self.units + [0.0] * 2 * self.units)
-        self.bias = self.add_weight(name="bias", shape=(n,), initializer=bias_init)
+        self.bias = self.add_weight(name="bias", shape=(n,), initializer=bias_init, autocast=False)
         if self.kind == "gru":  # reset-after GRU: the recurrent candidate part has its own bias
-            self.recurrent_bias = self.add_weight(name="recurrent_bias", shape=(n,), initializer="zeros")
+            self.recurrent_bias = self.add_weight(name="recurrent_bias", shape=(n,), initializer="zeros",
+                                                  autocast=False)
 
     @property
     def state_size(self):
@@ -62,10 +68,12 @@ class RecurrentCell(keras.layers.Layer):
         return tf.cast(weight, self.compute_dtype)
 
     def project(self, x):
-        return project(x, self._cast(self.kernel)) + self._cast(self.bias)
+        """Inputs of any number of steps -> float32 gate pre-activations (the product in compute dtype)."""
+        xw = project(tf.cast(x, self.compute_dtype), self._cast(self.kernel))
+        return tf.cast(xw, tf.float32) + self.bias
 
     def zero_state(self, batch):
-        return tuple(tf.zeros([batch, self.units], self.compute_dtype) for _ in range(self.state_size))
+        return tuple(tf.zeros([batch, self.units], tf.float32) for _ in range(self.state_size))
 
     def step(self, xw, state, recurrent=None, hu=None):
         """Advance one step. `recurrent` is the recurrent kernel already cast to the compute dtype (so a
@@ -74,13 +82,13 @@ class RecurrentCell(keras.layers.Layer):
         h = state[0]
         if hu is None:
             recurrent = self._cast(self.recurrent) if recurrent is None else recurrent
-            hu = tf.matmul(h, recurrent)
+            hu = tf.cast(tf.matmul(tf.cast(h, recurrent.dtype), recurrent), tf.float32)
         if self.kind == "lstm":
             i, f, g, o = tf.split(xw + hu, 4, axis=-1)
             c = tf.sigmoid(f) * state[1] + tf.sigmoid(i) * tf.tanh(g)
             return (tf.sigmoid(o) * tf.tanh(c), c)
         if self.kind == "gru":
-            hu = hu + self._cast(self.recurrent_bias)
+            hu = hu + self.recurrent_bias
             x_z, x_r, x_n = tf.split(xw, 3, axis=-1)
             h_z, h_r, h_n = tf.split(hu, 3, axis=-1)
             z = tf.sigmoid(x_z + h_z)
@@ -161,7 +169,8 @@ class Seq2Seq(keras.Model):
             self.attn_out.build((None, 2 * c.enc_units + c.dec_units))  # used through its kernel
         if self.feeding:
             self.feed_kernel = self.add_weight(name="feed_kernel", initializer="glorot_uniform",
-                                               shape=(c.dec_units, self.cells[0].gates * c.dec_units))
+                                               shape=(c.dec_units, self.cells[0].gates * c.dec_units),
+                                               autocast=False)
         self.output_layer = keras.layers.Dense(tgt_vocab, name="output")
         self.seed_gen = keras.random.SeedGenerator(1234, name="dropout_seed")
         self.build_all()
@@ -182,13 +191,14 @@ class Seq2Seq(keras.Model):
         """src [B, S] int32 -> the decoder's initial state (a dict of batch-first tensors)."""
         enc, final, mask = self.encoder(src, training=training)
         c = self.config
-        init = tf.split(self.bridge(tf.concat(final, axis=-1)), self.cells[0].state_size * c.dec_layers, -1)
+        init = tf.cast(self.bridge(tf.concat(final, axis=-1)), tf.float32)
+        init = tf.split(init, self.cells[0].state_size * c.dec_layers, -1)
         n = self.cells[0].state_size
         state = {f"rnn_{i}_{j}": init[i * n + j] for i in range(c.dec_layers) for j in range(n)}
-        state["feed"] = tf.zeros([tf.shape(src)[0], c.dec_units], enc.dtype)
+        state["feed"] = tf.zeros([tf.shape(src)[0], c.dec_units], tf.float32)
         if self.attention:
-            state["memory"] = enc
-            state["keys"] = enc if c.attention == "dot" else self.attn_key(enc)
+            state["memory"] = tf.cast(enc, self.compute_dtype)  # attention products in the compute dtype
+            state["keys"] = state["memory"] if c.attention == "dot" else self.attn_key(state["memory"])
             state["bias"] = tf.where(mask, 0.0, NEG_INF)
             state["attention"] = tf.zeros(tf.shape(mask), tf.float32)
         return state
@@ -228,18 +238,21 @@ class Seq2Seq(keras.Model):
                 x = x if drop_masks[i] is None else x * drop_masks[i]
                 xw = cell.project(x)
             elif "fused" in weights:
-                hu = tf.matmul(tf.concat([state["feed"], cell_state[0]], axis=-1), weights["fused"])
+                both = tf.cast(tf.concat([state["feed"], cell_state[0]], axis=-1), weights["fused"].dtype)
+                hu = tf.cast(tf.matmul(both, weights["fused"]), tf.float32)
             elif self.feeding:
-                xw = xw + tf.matmul(state["feed"], weights["feed"])
+                feed = tf.cast(state["feed"], weights["feed"].dtype)
+                xw = xw + tf.cast(tf.matmul(feed, weights["feed"]), tf.float32)
             new = cell.step(xw, cell_state, weights["recurrent"][i], hu)
             state.update({f"rnn_{i}_{j}": s for j, s in enumerate(new)})
             x = new[0]
         alignment = None
         if self.attention:
-            scores = tf.cast(tf.einsum("bsh,bh->bs", state["keys"], x), tf.float32) + state["bias"]
+            low = tf.cast(x, state["keys"].dtype)
+            scores = tf.cast(tf.einsum("bsh,bh->bs", state["keys"], low), tf.float32) + state["bias"]
             alignment = tf.nn.softmax(scores, axis=-1)
-            context = tf.einsum("bs,bsd->bd", tf.cast(alignment, x.dtype), state["memory"])
-            x = tf.tanh(tf.matmul(tf.concat([context, x], axis=-1), weights["attn_out"]))
+            context = tf.einsum("bs,bsd->bd", tf.cast(alignment, low.dtype), state["memory"])
+            x = tf.tanh(tf.cast(tf.matmul(tf.concat([context, low], axis=-1), weights["attn_out"]), tf.float32))
         if drop_masks[0] is not None:
             x = x * drop_masks[0]
         state["feed"] = x
@@ -262,7 +275,7 @@ class Seq2Seq(keras.Model):
             return [None] * len(self.cells)
         shape = [time, batch, self.config.dec_units]
         keep = [keras.random.uniform(shape, seed=self.seed_gen) >= rate for _ in self.cells]
-        return [tf.cast(k, self.compute_dtype) / (1.0 - rate) for k in keep]
+        return [tf.cast(k, tf.float32) / (1.0 - rate) for k in keep]
 
     def call(self, inputs, training=False):
         """inputs = (src [B, S], tgt_in [B, T]) -> logits [B, T, V] (float32)."""
