@@ -106,9 +106,9 @@ class Search:
         def cond(t, ids, state, live, hyps):
             return tf.logical_and(t < limit, tf.size(live) > 0)
 
-        start = (tf.constant(0), tf.fill([batch * k], BOS), state, tf.range(batch), hyps)
+        ids, state, live = _forget_rows((tf.fill([batch * k], BOS), state, tf.range(batch)))
+        start = (tf.constant(0), ids, state, live, hyps)
         invariants = tf.nest.map_structure(lambda x: x.shape, start)
-        invariants = (invariants[0], *tf.nest.map_structure(_any_rows, start[1:4]), invariants[4])
         steps, _, _, _, hyps = tf.while_loop(cond, body, start, shape_invariants=invariants)
         return self.result(hyps, steps)
 
@@ -131,6 +131,23 @@ class Search:
     def result(self, hyps, steps) -> Hypotheses:
         """The output, from the hypotheses of all B sentences after `steps` steps."""
         raise NotImplementedError
+
+
+def _forget_rows(tensors):
+    """The same tensors (a nest), their number of rows hidden from the graph optimizer too.
+
+    The loop drops the rows of finished sentences from the ids, the state and `live`, so inside the loop
+    their row count is unknown. Shape invariants say so to the tracing, but not to Grappler, TF's graph
+    optimizer: it rewrites the loop into frames and infers the shapes in it again, starting from the
+    shapes the loop variables enter with, and when the batch size is fixed at tracing time (a tf.function
+    called on a batch of fixed shape) it can conclude that a loop variable keeps its entry row count.
+    Constant folding then replaces tf.size(live), or the rows of tf.shape(tf.gather(source_mask, live)),
+    with the full batch size, and once a sentence has left, the step's tensors are reshaped to too many
+    rows. A PlaceholderWithDefault passes its input through at no cost; its shape is the one it declares
+    (any number of rows), and Grappler never folds it, since a caller could feed it.
+    """
+    return tf.nest.map_structure(lambda x: tf.raw_ops.PlaceholderWithDefault(input=x, shape=_any_rows(x)),
+                                 tensors)
 
 
 def _any_rows(x):

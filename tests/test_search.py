@@ -225,6 +225,27 @@ def test_beam_runs_inside_a_compiled_function_and_matches_eager():
     np.testing.assert_allclose(graph.ranks.numpy(), eager["ranks"], rtol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["greedy", "sampling", "beam"])
+def test_a_search_compiled_for_a_fixed_batch_shape_matches_eager_as_sentences_leave(kind):
+    """Traced for a batch of known size, the loop still loses the rows of finished sentences: the graph
+    optimizer must not take the number of sentences left (or the rows of their source mask) for the
+    batch size it started with."""
+    fake = random_fake(vocab=6, seed=4, eos_bias=-30.0)
+    fake.table[4, :, EOS] = 30.0  # every hypothesis that gets to the fifth token ends there
+    search = {"greedy": lambda: GreedySearch(fake, with_attention=True),
+              "sampling": lambda: SamplingSearch(fake, top_k=3, seed=5, with_attention=True),
+              "beam": lambda: BeamSearch(fake, 3, 0.6, n_best=2, with_attention=True)}[kind]()
+    limits = tf.constant([7, 2, 5, 4])
+    mask = tf.constant([[True, True, True], [True, True, False], [True, False, False], [True, True, True]])
+    eager = search(fake.initial_state(4), limits, source_mask=mask)
+    compiled = tf.function(lambda state, limits, mask: search(state, limits, source_mask=mask))
+    graph = compiled(fake.initial_state(4), limits, mask)
+    assert eager.lengths.numpy()[:, 0].tolist() == [5, 2, 5, 4]  # ended by EOS or by their limit
+    for name in ("ids", "lengths", "scores", "ranks", "attention"):
+        got, expected = getattr(graph, name).numpy(), getattr(eager, name).numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-6, err_msg=name)
+
+
 def test_invalid_settings_are_refused():
     for bad in ({"beam_size": 0}, {"beam_size": 2, "n_best": 3}, {"length_penalty": -1.0}):
         with pytest.raises(ValueError):
