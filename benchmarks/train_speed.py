@@ -1,6 +1,7 @@
 """Training throughput: target tokens/s of mt's real training step, variants side by side in one process.
 
-For each variant (a precision and/or a number of CPU replicas is not mixed in one process: precision only)
+A variant is a precision, optionally with a number of data-parallel CPU replicas after '@'
+(`float32`, `mixed_bfloat16`, `float32@2`: MirroredStrategy over 2 logical CPU devices). For each variant
 the script builds a Trainer on the prepared data, takes the same first N global batches, and times the
 compiled training step on them; variants take turns, several rounds, and the median is reported, so that
 a busy machine slows all of them alike. It also measures the machine's matrix-multiply peak (float32 and
@@ -9,6 +10,8 @@ FLOPs per target token (forward + backward = 3 x forward matrix products).
 
     python benchmarks/train_speed.py --data work/bible/data --config rnn-base-cpu \
         --variants float32,mixed_bfloat16 --batches 8 --rounds 3
+    python benchmarks/train_speed.py --data work/bible/data --config rnn-base-cpu \
+        --variants float32,float32@2 --batches 8 --rounds 3
 """
 
 import argparse
@@ -66,13 +69,19 @@ def flops_per_target_token(model_cfg, src_vocab, tgt_vocab, src_per_tgt):
 class Variant:
     """One training set-up: a Trainer with its compiled step and the same fixed batches."""
 
-    def __init__(self, name, precision, args, strategy):
+    def __init__(self, name, args):
         import keras
         import tensorflow as tf
 
         from mt.config import Config
         from mt.train import Trainer, load_manifest
 
+        precision, _, replicas = name.partition("@")
+        devices = [f"/cpu:{i}" for i in range(int(replicas or 1))]
+        if replicas:
+            strategy = tf.distribute.MirroredStrategy(devices)
+        else:
+            strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
         keras.mixed_precision.set_global_policy(precision)
         cfg = Config.load(args.config)
         cfg.train.precision = precision
@@ -94,6 +103,7 @@ class Variant:
         for batch in self.batches:
             _, batch_tokens, _, _ = self.step(batch, self.flag)
             tokens += float(batch_tokens)
+        self.tokens = tokens  # target tokens in one round (the same every round)
         return tokens / (time.perf_counter() - start)
 
 
@@ -110,13 +120,13 @@ def main():
     from mt.cli import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    import tensorflow as tf
-
     from mt.config import Config
+    from mt.distribute import split_cpu
     from mt.train import load_manifest
 
-    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    variants = [Variant(name, name, args, strategy) for name in args.variants.split(",")]
+    names = args.variants.split(",")
+    split_cpu(max(int(n.partition("@")[2] or 1) for n in names))
+    variants = [Variant(name, args) for name in names]
     speeds = {v.name: [] for v in variants}
     for _ in range(args.rounds):
         for v in variants:
@@ -126,23 +136,26 @@ def main():
     train = manifest["splits"]["train"]
     flops = flops_per_target_token(Config.load(args.config).model, manifest["vocab"]["src"],
                                    manifest["vocab"]["tgt"], train["src_tokens"] / train["tgt_tokens"])
-    report(args, speeds, peaks, flops)
+    report(args, speeds, peaks, flops, {v.name: v.tokens for v in variants})
 
 
-def report(args, speeds, peaks, flops):
+def report(args, speeds, peaks, flops, tokens_per_round):
     base = statistics.median(next(iter(speeds.values())))
     print(f"config {args.config}, {args.batches} batches x {args.rounds} rounds; model: "
           f"{3 * flops / 1e6:.1f} MFLOP per target token (forward + backward)")
     print(f"matmul peak this run: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s")
-    print("| variant | target tokens/s (median) | rounds | x first | GFLOP/s | % of its matmul peak |")
-    print("|---|---:|---|---:|---:|---:|")
+    print("| variant | target tokens/s (median) | steps/s | rounds | x first | GFLOP/s | % of its matmul peak |")
+    print("|---|---:|---:|---|---:|---:|---:|")
     results = {}
     for name, values in speeds.items():
         median = statistics.median(values)
         rate = median * 3 * flops / 1e9
         peak = peaks["bfloat16" if "bfloat16" in name else "float32"]
-        results[name] = {"tokens_per_s": median, "rounds": values, "gflops": rate, "peak": peak}
-        print(f"| {name} | {median:,.0f} | {', '.join(f'{v:,.0f}' for v in values)} | {median / base:.2f} | "
+        steps = median * args.batches / tokens_per_round[name]
+        results[name] = {"tokens_per_s": median, "steps_per_s": steps, "rounds": values, "gflops": rate,
+                         "peak": peak}
+        print(f"| {name} | {median:,.0f} | {steps:.2f} | {', '.join(f'{v:,.0f}' for v in values)} | "
+              f"{median / base:.2f} | "
               f"{rate:.0f} | {100 * rate / peak:.0f}% |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
