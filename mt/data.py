@@ -76,11 +76,6 @@ class Batcher:
                     yield epoch, number, indices
             epoch += 1
 
-    def iterate(self, start_epoch=0, start_batch=0, max_epochs=0):
-        """Yield (epoch, batch_number, batch arrays) from a position on, epoch after epoch."""
-        for epoch, number, indices in self.positions(start_epoch, start_batch, max_epochs):
-            yield epoch, number, self.make_batch(indices)
-
 
 def shard_batch(batcher, indices, replicas):
     """Split one global batch into `replicas` padded shards (rows dealt out in turn, so lengths balance).

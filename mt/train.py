@@ -79,6 +79,7 @@ class Trainer:
         self.folder = worker_folder(out, self.chief)  # the chief writes the run folder, others a temp folder
         keras.utils.set_random_seed(self.tc.seed)
         self.src_vocab, self.tgt_vocab = manifest["vocab"]["src"], manifest["vocab"]["tgt"]
+        self.tokenizer_names = manifest["tokenizers"]
         if self.chief:
             self._prepare_folder(manifest)
         self._load_data(manifest)
@@ -379,14 +380,11 @@ class Trainer:
         from mt.translate import Translator
 
         if not hasattr(self, "_translator"):
-            tokenizers = [Tokenizer(os.path.join(self.data_dir, name))
-                          for name in (self._manifest_tokenizer("src"), self._manifest_tokenizer("tgt"))]
+            tokenizers = [Tokenizer(os.path.join(self.data_dir, self.tokenizer_names[side]))
+                          for side in ("src", "tgt")]
             self._translator = Translator(self.model, *tokenizers)
         src, ref = self.dev_text
         return score(self._translator.translate(src), ref)["bleu"]
-
-    def _manifest_tokenizer(self, side):
-        return load_manifest(self.data_dir)["tokenizers"][side]
 
     def _finish(self, reason):
         from mt.distribute import remove_worker_folder

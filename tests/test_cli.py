@@ -18,11 +18,13 @@ train: {batch_tokens: 400, learning_rate: 0.01, eval_every: 10, eval_bleu_senten
 """
 
 
-def test_help_does_not_import_tensorflow():
+def test_help_imports_neither_tensorflow_nor_matplotlib():
+    commands = [[c, "--help"] for c in ("preprocess", "train", "translate", "evaluate")]
+    commands += [["inspect", c, "--help"] for c in ("attention", "cells", "curves")] + [["pipeline", "run", "--help"]]
     code = ("import sys; from click.testing import CliRunner; from mt.cli import cli; "
-            "r = [CliRunner().invoke(cli, [c, '--help']) for c in "
-            "['preprocess', 'train', 'translate', 'evaluate']]; "
-            "assert all(x.exit_code == 0 for x in r); assert 'tensorflow' not in sys.modules; print('ok')")
+            f"r = [CliRunner().invoke(cli, c) for c in {commands!r}]; "
+            "assert all(x.exit_code == 0 for x in r), [x.output for x in r]; "
+            "assert 'tensorflow' not in sys.modules and 'matplotlib' not in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
 

@@ -52,9 +52,9 @@ def test_epochs_are_deterministic_and_differ():
 def test_resume_position_continues_the_same_stream():
     src, tgt = corpus(200)
     batcher = Batcher(src, tgt, 150, seed=2)
-    full = [(e, n, arrays[0].tolist()) for e, n, arrays in batcher.iterate(max_epochs=2)]
+    full = [(e, n, batcher.make_batch(i)[0].tolist()) for e, n, i in batcher.positions(max_epochs=2)]
     epoch, number = full[len(full) // 2][:2]
-    tail = [(e, n, arrays[0].tolist()) for e, n, arrays in batcher.iterate(epoch, number, max_epochs=2)]
+    tail = [(e, n, batcher.make_batch(i)[0].tolist()) for e, n, i in batcher.positions(epoch, number, 2)]
     assert tail == full[len(full) // 2:]
 
 

@@ -455,15 +455,6 @@ def test_a_missing_matplotlib_says_how_to_install_it(run_dir, tmp_path, monkeypa
     assert result.exit_code == 0, result.output
 
 
-def test_inspect_help_imports_neither_tensorflow_nor_matplotlib():
-    code = ("import sys; from click.testing import CliRunner; from mt.cli import cli; "
-            "r = [CliRunner().invoke(cli, ['inspect', c, '--help']) for c in ['attention', 'cells', 'curves']]; "
-            "assert all(x.exit_code == 0 for x in r), [x.output for x in r]; "
-            "assert 'tensorflow' not in sys.modules and 'matplotlib' not in sys.modules; print('ok')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "ok", out.stderr
-
-
 # -- the pages in a real browser -------------------------------------------------------------------------
 
 
