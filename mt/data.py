@@ -8,7 +8,7 @@ only on (seed, epoch), so a run can resume at any (epoch, batch) position and se
 
 import numpy as np
 
-from mt.model import BOS, EOS
+from mt.model import BOS, EOS, PAD
 
 
 class Batcher:
@@ -108,6 +108,16 @@ def pad_batch(src_seqs, tgt_seqs):
         tgt_out[row, :len(t)] = t
         tgt_out[row, len(t)] = EOS
     return src, tgt_in, tgt_out
+
+
+def unigram_log_probs(tgt_seqs, vocab_size):
+    """Log frequencies [vocab_size] of target ids plus one EOS per sequence, add-one smoothed; padding
+    (id 0) and BOS, which are never predicted, get the smallest value."""
+    ids = np.concatenate([np.asarray(seq, np.int64) for seq in tgt_seqs] + [np.zeros(0, np.int64)])
+    counts = 1.0 + np.bincount(ids[ids < vocab_size], minlength=vocab_size).astype(np.float64)
+    counts[EOS] += len(tgt_seqs)
+    counts[PAD] = counts[BOS] = 1.0
+    return np.log(counts / counts.sum())
 
 
 def pad_sources(seqs, multiple=1):

@@ -170,6 +170,21 @@ class Trainer:
         if latest:
             self.checkpoint.restore(latest)
             click.echo(f"Resuming from step {self.count('step')}", err=True)
+        else:
+            self._init_output_bias()
+
+    def _init_output_bias(self):
+        """Start the output layer's bias at the log unigram frequencies of the training targets.
+
+        With a zero bias, the fastest way for the first updates to lower the loss is to drive the decoder's
+        output (after the attention layer's tanh) to one constant vector that encodes the unigram
+        distribution; on a real corpus with an 8k vocabulary that saturates the tanh, its gradient
+        vanishes, and training stays at the unigram loss (measured on the Bible corpus: loss 6.17 after
+        200 steps with this init missing, 4.36 with it). Every worker computes the same values."""
+        from mt.data import unigram_log_probs
+
+        bias = self.model.output_layer.bias
+        bias.assign(unigram_log_probs(self.batcher.tgt, self.tgt_vocab).astype(bias.dtype))
 
     def _log(self, record):
         if not self.chief:

@@ -1,7 +1,7 @@
 import numpy as np
 
-from mt.data import Batcher, pad_batch, pad_sources
-from mt.model import BOS, EOS
+from mt.data import Batcher, pad_batch, pad_sources, unigram_log_probs
+from mt.model import BOS, EOS, PAD
 
 
 def corpus(n=500, seed=0):
@@ -64,3 +64,14 @@ def test_max_len_filters_long_pairs():
     kept = np.concatenate(batcher.epoch_batches(0))
     assert all(len(src[i]) <= 10 and len(tgt[i]) <= 10 for i in kept)
     assert len(kept) == sum(len(s) <= 10 and len(t) <= 10 for s, t in zip(src, tgt))
+
+
+def test_unigram_log_probs_follow_target_frequencies():
+    tgt = [np.array([5, 5, 6]), np.array([5, 7])]
+    logp = unigram_log_probs(tgt, 10)
+    assert logp.shape == (10,)
+    assert np.isclose(np.exp(logp).sum(), 1.0)
+    # counts + 1: id 5 seen 3 times, EOS twice (one per sequence), 6 and 7 once, the rest never
+    assert logp[5] > logp[EOS] > logp[6] == logp[7] > logp[8]
+    assert np.isclose(logp[5] - logp[8], np.log(4.0))
+    assert logp[PAD] == logp[BOS] == logp.min()

@@ -174,3 +174,16 @@ def test_mixed_precision_trains_with_finite_losses(data, precision):
     assert losses and all(np.isfinite(losses))
     assert "mixed" in (run / "config.yaml").read_text()
     assert all(v.dtype == np.float32 for v in weights(run).values())  # variables stay float32
+
+
+def test_a_new_run_starts_the_output_bias_at_log_unigram_frequencies(data):
+    from mt.data import unigram_log_probs
+    from mt.shards import read_split
+
+    train(data, data / "bias", "--strategy", "one", "--max-steps", "1")
+    _, tgt = read_split(str(data / "data"), "train")
+    with open(data / "data" / "manifest.json", encoding="utf-8") as f:
+        expected = unigram_log_probs(tgt, json.load(f)["vocab"]["tgt"])
+    (bias,) = [v for v in weights(data / "bias").values() if v.shape == expected.shape]
+    # one Adam step moves each entry by at most about the learning rate (0.003)
+    assert np.max(np.abs(bias - expected)) < 0.004
