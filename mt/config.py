@@ -47,6 +47,9 @@ class ModelConfig:
 class TrainConfig:
     batch_tokens: int = 2000  # target tokens per global batch (batches are bucketed by length)
     max_len: int = 80  # pairs longer than this (in pieces, either side) are left out of training
+    # batch lengths are padded to a multiple of this: fewer distinct shapes keep the CPU kernels' per-shape
+    # caches small (peak memory of rnn-base-cpu: 1.80 GiB and growing with 1, 1.46 GiB with 8)
+    length_multiple: int = 8
     learning_rate: float = 1e-3
     clip_norm: float = 1.0  # clip gradients by their global norm
     label_smoothing: float = 0.0
@@ -62,7 +65,8 @@ class TrainConfig:
     precision: str = "float32"
 
     def check(self):
-        for name in ("batch_tokens", "max_len", "eval_every", "checkpoint_every", "log_every"):
+        for name in ("batch_tokens", "max_len", "length_multiple", "eval_every", "checkpoint_every",
+                     "log_every"):
             _positive(f"train.{name}", getattr(self, name))
         for name in ("max_steps", "max_minutes", "max_epochs", "patience", "eval_bleu_sentences"):
             if getattr(self, name) < 0:

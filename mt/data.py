@@ -14,7 +14,7 @@ from mt.model import BOS, EOS, PAD
 class Batcher:
     """Deterministic, resumable token-budget batches over a list of (src, tgt) id sequences."""
 
-    def __init__(self, src, tgt, batch_tokens, max_len=None, seed=0, window_batches=64):
+    def __init__(self, src, tgt, batch_tokens, max_len=None, seed=0, window_batches=64, multiple=1):
         src_len = np.array([len(s) for s in src], dtype=np.int64)
         tgt_len = np.array([len(t) for t in tgt], dtype=np.int64) + 1  # + BOS / EOS
         keep = (src_len > 0) & (tgt_len > 1)
@@ -23,7 +23,7 @@ class Batcher:
         self.index = np.flatnonzero(keep)
         self.src, self.tgt = src, tgt
         self.src_len, self.tgt_len = src_len, tgt_len
-        self.batch_tokens, self.seed = batch_tokens, seed
+        self.batch_tokens, self.seed, self.multiple = batch_tokens, seed, multiple
         mean_len = float(tgt_len[self.index].mean()) if len(self.index) else 1.0
         self.window = max(1, int(window_batches * batch_tokens / mean_len))
 
@@ -48,24 +48,28 @@ class Batcher:
         order = self.index[np.lexsort((self.src_len[self.index], self.tgt_len[self.index]))]
         return self._cut(order)
 
+    def _round(self, length):
+        return -(-length // self.multiple) * self.multiple
+
     def _cut(self, ordered):
         """Cut length-sorted pairs into batches of at most batch_tokens padded target tokens
-        (and at most 2 x batch_tokens padded source tokens)."""
+        (and at most 2 x batch_tokens padded source tokens), lengths rounded up to the multiple."""
         batches, start, max_t, max_s = [], 0, 0, 0
         for i, idx in enumerate(ordered):
-            t, s = max(max_t, self.tgt_len[idx]), max(max_s, self.src_len[idx])
+            t = max(max_t, self._round(self.tgt_len[idx]))
+            s = max(max_s, self._round(self.src_len[idx]))
             size = i - start + 1
             if size > 1 and (t * size > self.batch_tokens or s * size > 2 * self.batch_tokens):
                 batches.append(ordered[start:i])
-                start, t, s = i, self.tgt_len[idx], self.src_len[idx]
+                start, t, s = i, self._round(self.tgt_len[idx]), self._round(self.src_len[idx])
             max_t, max_s = t, s
         if start < len(ordered):
             batches.append(ordered[start:])
         return batches
 
     def make_batch(self, indices):
-        """Pair indices -> padded (src, tgt_in, tgt_out) int32 arrays."""
-        return pad_batch([self.src[i] for i in indices], [self.tgt[i] for i in indices])
+        """Pair indices -> padded (src, tgt_in, tgt_out) int32 arrays, lengths rounded up to the multiple."""
+        return pad_batch([self.src[i] for i in indices], [self.tgt[i] for i in indices], self.multiple)
 
     def positions(self, start_epoch=0, start_batch=0, max_epochs=0):
         """Yield (epoch, batch_number, pair indices) from a position on, epoch after epoch."""
@@ -95,11 +99,12 @@ def shard_batch(batcher, indices, replicas):
     return shards, tokens
 
 
-def pad_batch(src_seqs, tgt_seqs):
-    """Pad sequences into (src [B, S], tgt_in [B, T], tgt_out [B, T]), T = longest target + 1."""
+def pad_batch(src_seqs, tgt_seqs, multiple=1):
+    """Pad sequences into (src [B, S], tgt_in [B, T], tgt_out [B, T]), T = longest target + 1, both
+    lengths rounded up to a multiple."""
     batch = len(src_seqs)
-    src = np.zeros((batch, max(len(s) for s in src_seqs)), np.int32)
-    tgt_in = np.zeros((batch, max(len(t) for t in tgt_seqs) + 1), np.int32)
+    src = np.zeros((batch, -(-max(len(s) for s in src_seqs) // multiple) * multiple), np.int32)
+    tgt_in = np.zeros((batch, -(-(max(len(t) for t in tgt_seqs) + 1) // multiple) * multiple), np.int32)
     tgt_out = np.zeros_like(tgt_in)
     for row, (s, t) in enumerate(zip(src_seqs, tgt_seqs)):
         src[row, :len(s)] = s

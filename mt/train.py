@@ -90,12 +90,13 @@ class Trainer:
         from mt.shards import read_split
 
         train_src, train_tgt = read_split(self.data_dir, "train")
-        self.batcher = Batcher(train_src, train_tgt, self.tc.batch_tokens, self.tc.max_len, self.tc.seed)
+        self.batcher = Batcher(train_src, train_tgt, self.tc.batch_tokens, self.tc.max_len, self.tc.seed,
+                               multiple=self.tc.length_multiple)
         if self.batcher.num_pairs == 0:
             raise UserError(f"{self.data_dir}: no training pair is within train.max_len={self.tc.max_len} "
                             "pieces; raise max_len in the config")
         dev_src, dev_tgt = read_split(self.data_dir, "dev")
-        self.dev = Batcher(dev_src, dev_tgt, self.tc.batch_tokens)
+        self.dev = Batcher(dev_src, dev_tgt, self.tc.batch_tokens, multiple=self.tc.length_multiple)
         self.dev_text = self._read_dev_text(manifest)
 
     def _build_state(self):

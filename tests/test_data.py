@@ -75,3 +75,23 @@ def test_unigram_log_probs_follow_target_frequencies():
     assert logp[5] > logp[EOS] > logp[6] == logp[7] > logp[8]
     assert np.isclose(logp[5] - logp[8], np.log(4.0))
     assert logp[PAD] == logp[BOS] == logp.min()
+
+
+def test_lengths_rounded_to_a_multiple_within_the_budget():
+    src, tgt = corpus()
+    batcher = Batcher(src, tgt, batch_tokens=200, seed=4, multiple=8)
+    shapes = set()
+    for indices in batcher.epoch_batches(0):
+        s, t_in, t_out = batcher.make_batch(indices)
+        assert s.shape[1] % 8 == 0 and t_in.shape[1] % 8 == 0 and t_in.shape == t_out.shape
+        assert s.shape[1] - 8 < max(len(src[i]) for i in indices) <= s.shape[1]
+        assert t_in.shape[1] - 8 < max(len(tgt[i]) for i in indices) + 1 <= t_in.shape[1]
+        assert len(indices) == 1 or t_in.size <= 200
+        shapes.add(t_in.shape[1])
+    assert len(shapes) <= 4  # target lengths 2..30 fall in 4 multiples of 8
+    # the padding holds no tokens: the same pairs as without rounding
+    plain = Batcher(src, tgt, batch_tokens=200, seed=4)
+    s, t_in, t_out = batcher.make_batch([0, 1])
+    s1, t_in1, t_out1 = plain.make_batch([0, 1])
+    assert (s[:, :s1.shape[1]] == s1).all() and not s[:, s1.shape[1]:].any()
+    assert (t_out[:, :t_out1.shape[1]] == t_out1).all() and not t_out[:, t_out1.shape[1]:].any()
