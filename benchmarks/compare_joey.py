@@ -146,12 +146,15 @@ for lang in ("es", "en"):
     run([python, "-c", code, corpus, spm_dir])
 
 
-def joey_config(out, corpus, spm_dir, model_dir, beam):
+def joey_config(out, corpus, spm_dir, model_dir, beam, ckpt=None):
+    """The benchmark's Joey config with paths filled in; `ckpt` (for decoding) sets testing.load_model."""
     with open(os.path.join(HERE, "joey", "rnn_base_cpu.yaml"), encoding="utf-8") as f:
         text = f.read()
-    for key, value in (("MODEL_DIR", model_dir), ("DATA_DIR", corpus), ("SPM_DIR", spm_dir), ("BEAM", beam)):
+    load = f'load_model: "{ckpt}"' if ckpt else ""
+    for key, value in (("MODEL_DIR", model_dir), ("DATA_DIR", corpus), ("SPM_DIR", spm_dir), ("BEAM", beam),
+                       ("LOAD_MODEL", load)):
         text = text.replace(f"@{key}@", str(value))
-    path = os.path.join(out, f"joey-beam{beam}.yaml")
+    path = os.path.join(out, f"joey-{'decode' if ckpt else 'train'}-beam{beam}.yaml")
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     return path
@@ -161,22 +164,25 @@ def joey(args, corpus, out):
     python = joey_venv(out)
     spm_dir, model_dir = os.path.join(out, "joey-spm"), os.path.join(out, "joey-model")
     joey_spm(python, corpus, spm_dir)
-    configs = {beam: joey_config(out, corpus, spm_dir, model_dir, beam) for beam in (1, 5)}
+    train_config = joey_config(out, corpus, spm_dir, model_dir, 1)
     train_log = os.path.join(out, "joey-train.log")
-    peak, seconds = train_for([python, "-m", "joeynmt", "train", configs[1], "--skip-test"], args.minutes,
+    peak, seconds = train_for([python, "-m", "joeynmt", "train", train_config, "--skip-test"], args.minutes,
                               train_log, r"EPOCH \d+")
     with open(train_log, encoding="utf-8", errors="replace") as f:
         text = f.read()
     steps = [int(s) for s in re.findall(r"Step:\s*(\d+)", text)]
     speeds = [float(s) for s in re.findall(r"Tokens per Sec:\s*([\d.]+)", text)]
-    ckpt = os.path.join(model_dir, "latest.ckpt")
-    if not os.path.exists(ckpt):
-        sys.exit(f"error: Joey NMT left no {ckpt}; see {train_log}")
-    result = {"name": "Joey NMT 2.3.0 (rnn-base-cpu)", "steps": max(steps, default=0), "peak_gib": peak,
+    # like mt, decode with the weights that scored best on the dev set (Joey: lowest perplexity)
+    ckpt = next((os.path.join(model_dir, name) for name in ("best.ckpt", "latest.ckpt")
+                 if os.path.exists(os.path.join(model_dir, name))), None)
+    if ckpt is None:
+        sys.exit(f"error: Joey NMT left no checkpoint in {model_dir}; see {train_log}")
+    result = {"name": "Joey NMT 2.3.0 (rnn-base-cpu)", "checkpoint": os.path.basename(ckpt), "steps": max(steps, default=0), "peak_gib": peak,
               "train_seconds": seconds, "tokens_per_s": statistics.median(speeds[1:] or speeds or [0.0])}
     for beam, name in ((1, "greedy"), (5, "beam5")):
         hyp = os.path.join(out, f"joey.{name}.en")
-        result[f"{name}_seconds"] = timed([python, "-m", "joeynmt", "translate", configs[beam], "--ckpt", ckpt],
+        config = joey_config(out, corpus, spm_dir, model_dir, beam, ckpt)
+        result[f"{name}_seconds"] = timed([python, "-m", "joeynmt", "translate", config],
                                           os.path.join(corpus, "test.es"), hyp)
         result[f"{name}_hyp"] = hyp
     return result
@@ -263,15 +269,18 @@ def main():
                 sys.exit(f"error: {corpus}/{split}.{lang} is missing: build the corpus first with "
                          "`python pipelines/bible/build_corpus.py --out work/bible/corpus`")
     os.makedirs(out, exist_ok=True)
-    results = [] if args.skip_joey else [joey(args, corpus, out)]
-    for config in filter(None, args.mt_configs.split(",")):
-        results.append(mt(args, corpus, out, config))
-    for result in results:
-        score(result, corpus)
-    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1)
-    print(f"{args.minutes:g} minutes of training each, {os.cpu_count()} CPU cores\n")
-    print(table(results))
+    runs = ([] if args.skip_joey else [lambda: joey(args, corpus, out)])
+    runs += [lambda c=config: mt(args, corpus, out, c) for config in filter(None, args.mt_configs.split(","))]
+    results = []
+    for one in runs:  # results so far are saved after each run
+        results.append(one())
+        score(results[-1], corpus)
+        report = f"{args.minutes:g} minutes of training each, {os.cpu_count()} CPU cores\n\n{table(results)}\n"
+        with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+        with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as f:
+            f.write(report)
+    print(report)
 
 
 if __name__ == "__main__":
