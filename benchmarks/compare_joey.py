@@ -177,11 +177,18 @@ def joey(args, corpus, out):
                  if os.path.exists(os.path.join(model_dir, name))), None)
     if ckpt is None:
         sys.exit(f"error: Joey NMT left no checkpoint in {model_dir}; see {train_log}")
-    result = {"name": "Joey NMT 2.3.0 (rnn-base-cpu)", "checkpoint": os.path.basename(ckpt), "steps": max(steps, default=0), "peak_gib": peak,
-              "train_seconds": seconds, "tokens_per_s": statistics.median(speeds[1:] or speeds or [0.0])}
+    result = {"name": "Joey NMT 2.3.0 (rnn-base-cpu)", "toolkit": "joey", "checkpoint": ckpt,
+              "steps": max(steps, default=0), "peak_gib": peak, "train_seconds": seconds,
+              "tokens_per_s": statistics.median(speeds[1:] or speeds or [0.0])}
+    return joey_decode(result, corpus, out)
+
+
+def joey_decode(result, corpus, out):
+    python = joey_venv(out)
+    spm_dir, model_dir = os.path.join(out, "joey-spm"), os.path.join(out, "joey-model")
     for beam, name in ((1, "greedy"), (5, "beam5")):
         hyp = os.path.join(out, f"joey.{name}.en")
-        config = joey_config(out, corpus, spm_dir, model_dir, beam, ckpt)
+        config = joey_config(out, corpus, spm_dir, model_dir, beam, result["checkpoint"])
         result[f"{name}_seconds"] = timed([python, "-m", "joeynmt", "translate", config],
                                           os.path.join(corpus, "test.es"), hyp)
         result[f"{name}_hyp"] = hyp
@@ -207,12 +214,18 @@ def mt(args, corpus, out, config):
         done = json.load(f)
     with open(os.path.join(model, "metrics.jsonl"), encoding="utf-8") as f:
         speeds = [r["tokens_per_s"] for r in map(json.loads, f) if r["kind"] == "train"]
-    result = {"name": f"mt ({config})", "steps": done["step"], "peak_gib": peak, "train_seconds": seconds,
-              "tokens_per_s": statistics.median(speeds[1:] or speeds or [0.0])}
+    result = {"name": f"mt ({config})", "toolkit": "mt", "model": model, "steps": done["step"], "peak_gib": peak,
+              "train_seconds": seconds, "tokens_per_s": statistics.median(speeds[1:] or speeds or [0.0])}
+    return mt_decode(result, corpus)
+
+
+def mt_decode(result, corpus):
+    model = result["model"]
     for search, name in (("greedy", "greedy"), ("beam", "beam5")):
-        hyp = os.path.join(out, f"mt-{config}.{name}.en")
-        result[f"{name}_seconds"] = timed([*mt_cli, "translate", "-", "--model", model, "--search", search,
-                                           "--beam-size", "5"], os.path.join(corpus, "test.es"), hyp)
+        hyp = f"{model}.{name}.en"
+        result[f"{name}_seconds"] = timed([sys.executable, "-m", "mt.cli", "translate", "-", "--model", model,
+                                           "--search", search, "--beam-size", "5"],
+                                          os.path.join(corpus, "test.es"), hyp)
         result[f"{name}_hyp"] = hyp
     return result
 
@@ -261,6 +274,9 @@ def main():
     parser.add_argument("--mt-configs", default="cpu-20min,rnn-base-cpu",
                         help="comma-separated mt configs to train (shipped names or paths)")
     parser.add_argument("--skip-joey", action="store_true", help="only run mt")
+    parser.add_argument("--decode-only", action="store_true",
+                        help="keep the trained models and training figures of OUT/results.json; decode and "
+                        "score again (e.g. after a change to decoding), every toolkit in the same invocation")
     args = parser.parse_args()
     corpus, out = os.path.abspath(args.corpus), os.path.abspath(args.out)
     for split in ("train", "dev", "test"):
@@ -269,8 +285,14 @@ def main():
                 sys.exit(f"error: {corpus}/{split}.{lang} is missing: build the corpus first with "
                          "`python pipelines/bible/build_corpus.py --out work/bible/corpus`")
     os.makedirs(out, exist_ok=True)
-    runs = ([] if args.skip_joey else [lambda: joey(args, corpus, out)])
-    runs += [lambda c=config: mt(args, corpus, out, c) for config in filter(None, args.mt_configs.split(","))]
+    if args.decode_only:
+        with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+            trained = json.load(f)
+        decode = {"joey": lambda r: joey_decode(r, corpus, out), "mt": lambda r: mt_decode(r, corpus)}
+        runs = [lambda r=r: decode[r["toolkit"]](r) for r in trained]
+    else:
+        runs = ([] if args.skip_joey else [lambda: joey(args, corpus, out)])
+        runs += [lambda c=config: mt(args, corpus, out, c) for config in filter(None, args.mt_configs.split(","))]
     results = []
     for one in runs:  # results so far are saved after each run
         results.append(one())

@@ -116,8 +116,10 @@ def preprocess(**kwargs):
               "cluster, mirrored with several GPUs, else one device.")
 @click.option("--cpu-replicas", default=0, help="Split the CPU into N logical devices and train data-parallel "
               "on them (to try mirrored training without GPUs).")
-@click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
-              help="Compute precision (overrides the config); mixed_float16 uses loss scaling.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
+              help="Compute precision (overrides the config); mixed_float16 uses loss scaling; auto: "
+              "mixed_bfloat16 where the CPU has bfloat16 products in hardware (AVX-512 BF16, AMX) and no "
+              "GPU is used, else float32.")
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints (overrides the config).")
 def train(**kwargs):
     """Train an encoder-decoder with attention on a prepared data folder."""
@@ -156,6 +158,9 @@ def train(**kwargs):
               help="Output length limit of each sentence: ratio x its source length + 10 pieces.")
 @click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Which saved weights to use.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
+              default="auto", show_default=True,
+              help="Compute precision of decoding; auto: the precision the model was trained in.")
 def translate(**kwargs):
     """Translate INPUT ('-' for stdin), one output line per input line.
 

@@ -16,6 +16,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 CELLS = ("lstm", "gru", "rnn")
 ATTENTIONS = ("general", "dot", "none")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+TRAIN_PRECISIONS = ("auto",) + PRECISIONS  # auto: see mt.distribute.resolve_precision
 
 
 @dataclass
@@ -62,7 +63,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 50
     seed: int = 42
-    precision: str = "float32"
+    precision: str = "float32"  # or auto: bfloat16 products where the CPU has them natively
 
     def check(self):
         for name in ("batch_tokens", "max_len", "length_multiple", "eval_every", "checkpoint_every",
@@ -75,7 +76,7 @@ class TrainConfig:
             raise UserError("train.learning_rate and train.clip_norm must be positive")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        _choice("train.precision", self.precision, PRECISIONS)
+        _choice("train.precision", self.precision, TRAIN_PRECISIONS)
 
 
 @dataclass

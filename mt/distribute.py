@@ -35,6 +35,29 @@ def cluster_spec():
     return config
 
 
+def native_bfloat16(cpuinfo="/proc/cpuinfo"):
+    """True when the CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX). Elsewhere TensorFlow
+    emulates bfloat16 products, and they are slower than float32 ones."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision, cpuinfo="/proc/cpuinfo"):
+    """The training precision for `precision`: "auto" is mixed_bfloat16 on a machine without GPUs whose
+    CPU has native bfloat16 products, float32 elsewhere; any other value is returned as it is."""
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return "float32"
+    return "mixed_bfloat16" if native_bfloat16(cpuinfo) else "float32"
+
+
 def make_strategy(name, cpu_replicas=0, precision="float32"):
     """Create the strategy (and the mixed precision policy) before any model is built."""
     import keras

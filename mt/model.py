@@ -172,6 +172,7 @@ class Seq2Seq(keras.Model):
                                                shape=(c.dec_units, self.cells[0].gates * c.dec_units),
                                                autocast=False)
         self.output_layer = keras.layers.Dense(tgt_vocab, name="output")
+        self.output_layer.build((None, c.dec_units))  # used through its kernel and bias (see _logits)
         self.seed_gen = keras.random.SeedGenerator(1234, name="dropout_seed")
         self.build_all()
 
@@ -258,14 +259,39 @@ class Seq2Seq(keras.Model):
         state["feed"] = x
         return x, state, alignment
 
+    def decode_weights(self):
+        """Every weight one decoder step needs, in the compute dtype. A search computes these once, outside
+        its loop, so the loop does not cast the weights again at every token (see `step_function`)."""
+        weights = self._loop_weights(fuse=True)
+        cast = self.cells[0]._cast
+        weights["input"] = cast(self.cells[0].kernel)
+        weights["output"] = cast(self.output_layer.kernel)
+        return weights
+
+    def step_function(self, weights=None):
+        """`decode_step` with the weights of `decode_weights` (computed now if not given) bound in."""
+        weights = self.decode_weights() if weights is None else weights
+        first = self.cells[0]
+
+        def step(ids, state):
+            emb = tf.cast(self.tgt_embedding(ids), weights["input"].dtype)
+            xw = tf.cast(tf.matmul(emb, weights["input"]), tf.float32) + first.bias
+            out, state, alignment = self._decoder_step(xw, state, [None] * len(self.cells), weights)
+            if alignment is not None:
+                state["attention"] = alignment
+            return self._logits(out, weights["output"]), state
+
+        return step
+
     def decode_step(self, ids, state):
         """ids [B] int32 (the previous target token) -> (logits [B, V] float32, new state)."""
-        xw = self.cells[0].project(self.tgt_embedding(ids))
-        out, state, alignment = self._decoder_step(xw, state, [None] * len(self.cells),
-                                                   self._loop_weights(fuse=False))
-        if alignment is not None:
-            state["attention"] = alignment
-        return tf.cast(self.output_layer(out), tf.float32), state
+        return self.step_function()(ids, state)
+
+    def _logits(self, x, kernel):
+        """Decoder outputs [..., H] -> float32 logits [..., V], the product in the kernel's dtype. (Inside
+        `call` under a mixed policy Keras reads the bias in the compute dtype; elsewhere it is float32.)"""
+        logits = tf.cast(project(tf.cast(x, kernel.dtype), kernel), tf.float32)
+        return logits + tf.cast(self.output_layer.bias, tf.float32)
 
     # -- teacher forcing ------------------------------------------------------------------------------
 
@@ -298,7 +324,7 @@ class Seq2Seq(keras.Model):
 
         states = tf.scan(body, (xw, *[masks[i] for i in used]), initializer=carried)
         outputs = tf.transpose(states["feed"], [1, 0, 2])
-        return tf.cast(self.output_layer(outputs), tf.float32)
+        return self._logits(outputs, self.cells[0]._cast(self.output_layer.kernel))
 
 
 def build_model(config: ModelConfig, src_vocab, tgt_vocab):

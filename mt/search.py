@@ -74,13 +74,15 @@ class Search:
         self.step_fn = step_fn
         self.with_attention = with_attention
 
-    def __call__(self, state, max_lengths, source_mask=None, row_ids=None) -> Hypotheses:
+    def __call__(self, state, max_lengths, source_mask=None, row_ids=None, step_fn=None) -> Hypotheses:
         """Search from the initial `state` (B rows); `max_lengths` [B] caps each sentence's output length.
 
         `source_mask` [B, S] marks real source positions (needed for the coverage penalty, and to size the
         attention output of a model without attention); by default every position of state["attention"] is
         real. `row_ids` [B] int32 identifies sentences for random draws (default: their row in the batch).
+        `step_fn` replaces the search's own step function for this call (e.g. one with its weights bound).
         """
+        step_fn = self.step_fn if step_fn is None else step_fn
         max_lengths = tf.maximum(tf.convert_to_tensor(max_lengths, tf.int32), 1)
         batch = tf.shape(max_lengths)[0]
         row_ids = tf.range(batch) if row_ids is None else tf.convert_to_tensor(row_ids, tf.int32)
@@ -93,7 +95,7 @@ class Search:
 
         def body(t, ids, state, live, hyps):
             # live [L]: the sentences still searched; ids and state hold their L * K rows
-            logits, new_state = self.step_fn(ids, state)
+            logits, new_state = step_fn(ids, state)
             log_probs = tf.reshape(tf.nn.log_softmax(tf.cast(logits, tf.float32)), [tf.size(live), k, -1])
             lengths, mask, rows = (tf.gather(x, live) for x in (max_lengths, source_mask, row_ids))
             step = Step(t, log_probs, _attention(new_state, mask, k), t + 1 >= lengths, lengths, mask, rows)

@@ -34,7 +34,7 @@ def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_re
         checkpoint_every=None):
     """`mt train`: create or resume the run folder OUT from the prepared data folder DATA."""
     from mt.config import Config
-    from mt.distribute import make_strategy
+    from mt.distribute import make_strategy, resolve_precision
 
     manifest = load_manifest(data)
     done = os.path.join(out, "done.json")
@@ -51,6 +51,7 @@ def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_re
         if value is not None:
             setattr(cfg.train, key, value)
     cfg.check()
+    cfg.train.precision = resolve_precision(cfg.train.precision)  # the snapshot records what was used
     Trainer(cfg, data, manifest, out, make_strategy(strategy, cpu_replicas, cfg.train.precision)).fit()
 
 
@@ -289,7 +290,8 @@ class Trainer:
 
         self._restore()
         click.echo(f"training on {self.batcher.num_pairs} pairs, {self.model.count_params():,} parameters, "
-                   f"{self.strategy.num_replicas_in_sync} replica(s), run folder {self.out}", err=True)
+                   f"{self.strategy.num_replicas_in_sync} replica(s), {self.tc.precision}, run folder {self.out}",
+                   err=True)
         start_epoch, start_batch = self.count("epoch"), self.count("batch_in_epoch")
         dataset = self._distributed_dataset(start_epoch, start_batch)
         step_fn = tf.function(self._train_step, input_signature=[dataset.element_spec,

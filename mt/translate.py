@@ -74,7 +74,10 @@ class Translator:
         from mt.model import PAD
 
         state = self.model.encode(src)
-        return self._search(state, max_lengths, source_mask=tf.not_equal(src, PAD), row_ids=row_ids)
+        # the weights cast to the compute dtype once per batch, outside the search loop
+        step_fn = self.model.step_function() if self._search.step_fn == self.model.decode_step else None
+        return self._search(state, max_lengths, source_mask=tf.not_equal(src, PAD), row_ids=row_ids,
+                            step_fn=step_fn)
 
     def translate(self, lines, batch_size=64, max_length_ratio=2.0, progress=False, batch_type="sents"):
         """Translate a list of strings; returns a list of strings of the same length and order."""
@@ -191,9 +194,15 @@ def _maybe_progress(items, show, label):
     return contextlib.nullcontext(items)
 
 
-def load_translator(run_dir, weights="best"):
-    """Open a run folder written by `mt train`: its config, tokenizers and weights."""
-    from mt.config import Config
+def load_translator(run_dir, weights="best", precision="auto"):
+    """Open a run folder written by `mt train`: its config, tokenizers and weights.
+
+    `precision` is the compute precision of decoding: "auto" decodes in the precision the model was
+    trained in (a mixed_bfloat16 model runs its matrix products in bfloat16, as in training), or one of
+    float32, mixed_bfloat16, mixed_float16."""
+    import keras
+
+    from mt.config import PRECISIONS, Config
     from mt.model import build_model
     from mt.tokenizer import Tokenizer
 
@@ -211,7 +220,16 @@ def load_translator(run_dir, weights="best"):
             raise UserError(f"{run_dir} holds no weights yet (weights/{weights}.weights.h5): let training "
                             "reach its first validation")
         path = fallback
-    model = build_model(config.model, info["src_vocab"], info["tgt_vocab"])
+    if precision == "auto":
+        precision = config.train.precision
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}: choose auto or one of {', '.join(PRECISIONS)}")
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)  # layers take the policy when they are built
+    try:
+        model = build_model(config.model, info["src_vocab"], info["tgt_vocab"])
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     model.load_weights(path)
     src_tok = Tokenizer(os.path.join(run_dir, "src.spm.model"))
     tgt_tok = Tokenizer(os.path.join(run_dir, "tgt.spm.model"))
@@ -243,7 +261,7 @@ def _read_bytes(path):
 
 
 def run(input, model, output, search, beam_size, length_penalty, coverage_penalty, n_best, temperature,
-        top_k, top_p, seed, batch_size, batch_type, max_length_ratio, weights):
+        top_k, top_p, seed, batch_size, batch_type, max_length_ratio, weights, precision="auto"):
     """`mt translate`: translate INPUT with the run folder MODEL, to OUTPUT or stdout."""
     from mt.atomic import atomic_open
 
@@ -253,7 +271,7 @@ def run(input, model, output, search, beam_size, length_penalty, coverage_penalt
         raise UserError(f"--max-length-ratio must be positive, got {max_length_ratio}")
     check_search_options(search, beam_size, length_penalty, coverage_penalty, n_best, temperature, top_k, top_p)
     lines = read_lines(input)
-    translator = load_translator(model, weights)
+    translator = load_translator(model, weights, precision)
     translator.search = make_search(translator.model, search, beam_size, length_penalty, coverage_penalty,
                                     n_best, temperature, top_k, top_p, seed)
     start = time.time()

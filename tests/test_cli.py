@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -115,3 +116,29 @@ def test_evaluate_scores_the_translation(tiny_run):
     assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout)
     assert 0.0 <= scores["bleu"] < 100.0 and "nrefs:1" in scores["signatures"]["bleu"]
+
+
+def test_translate_decodes_in_the_training_precision_unless_told(tiny_run, tmp_path):
+    import keras
+    import numpy as np
+
+    from mt.translate import load_translator
+
+    bf16_run = tmp_path / "bf16"
+    shutil.copytree(tiny_run / "run", bf16_run)
+    config = (bf16_run / "config.yaml").read_text()
+    assert "precision: float32" in config
+    (bf16_run / "config.yaml").write_text(config.replace("precision: float32", "precision: mixed_bfloat16"))
+    f32 = load_translator(str(tiny_run / "run"))
+    bf16 = load_translator(str(bf16_run))
+    assert f32.model.compute_dtype == "float32" and bf16.model.compute_dtype == "bfloat16"
+    assert load_translator(str(bf16_run), precision="float32").model.compute_dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"  # building did not change the process
+    # the same weights: bfloat16 products move the logits by rounding only
+    src, tgt = np.array([[5, 9, 14, 3]]), np.array([[2, 7, 11]])
+    a, b = (t.model((src, tgt)).numpy() for t in (f32, bf16))
+    assert np.abs(a - b).max() < 0.05 * np.abs(a).max() + 0.05
+    result = CliRunner().invoke(cli, ["translate", "-", "--model", str(tiny_run / "run"), "--precision",
+                                      "mixed_bfloat16"], input="ka rali miba.\nkem dadan mibati.\n")
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 2

@@ -176,6 +176,31 @@ def test_mixed_precision_trains_with_finite_losses(data, precision):
     assert all(v.dtype == np.float32 for v in weights(run).values())  # variables stay float32
 
 
+@pytest.mark.parametrize("flags, expected", [("fpu avx2 avx512f avx512_bf16", "mixed_bfloat16"),
+                                             ("fpu avx2 amx_bf16 amx_tile", "mixed_bfloat16"),
+                                             ("fpu sse4_2 avx2 fma", "float32"), (None, "float32")])
+def test_auto_precision_uses_bfloat16_only_where_the_cpu_has_it(tmp_path, flags, expected):
+    from mt.distribute import resolve_precision
+
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:  # (None: no such file, e.g. not Linux)
+        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n"
+                           f"processor\t: 1\nflags\t\t: {flags}\n")
+    assert resolve_precision("auto", str(cpuinfo)) == expected
+    assert resolve_precision("float32", str(cpuinfo)) == "float32"
+    assert resolve_precision("mixed_float16", str(cpuinfo)) == "mixed_float16"
+
+
+def test_auto_precision_is_resolved_in_the_run_snapshot(data):
+    from mt.config import Config
+    from mt.distribute import resolve_precision
+
+    run = data / "auto"
+    done = train(data, run, "--strategy", "one", "--max-steps", "2", "--precision", "auto")
+    used = Config.load(str(run / "config.yaml")).train.precision
+    assert used == resolve_precision("auto") and used in done.stderr
+
+
 def test_a_new_run_starts_the_output_bias_at_log_unigram_frequencies(data):
     from mt.data import unigram_log_probs
     from mt.shards import read_split
