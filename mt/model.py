@@ -15,6 +15,8 @@ recurrence, which then only does the small recurrent product per step; the decod
 encoder states stop changing on padding, attention gives padding zero weight, the loss ignores it.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -22,6 +24,25 @@ from mt.config import ModelConfig
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 NEG_INF = -1e9
+
+
+_INITIALIZE = [True]
+
+
+@contextlib.contextmanager
+def weights_to_be_loaded():
+    """Build models inside this block with zero initial weights: their weights are loaded right after, so
+    drawing random (and orthogonal, a QR decomposition each) initial values would only cost time."""
+    _INITIALIZE.append(False)
+    try:
+        yield
+    finally:
+        _INITIALIZE.pop()
+
+
+def init(name):
+    """The initializer `name`, or zeros inside `weights_to_be_loaded`."""
+    return name if _INITIALIZE[-1] else "zeros"
 
 
 def project(x, kernel):
@@ -47,9 +68,9 @@ class RecurrentCell(keras.layers.Layer):
 
     def build(self, input_shape):
         n = self.gates * self.units
-        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], n), initializer="glorot_uniform",
-                                      autocast=False)
-        self.recurrent = self.add_weight(name="recurrent", shape=(self.units, n), initializer="orthogonal",
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], n),
+                                      initializer=init("glorot_uniform"), autocast=False)
+        self.recurrent = self.add_weight(name="recurrent", shape=(self.units, n), initializer=init("orthogonal"),
                                          autocast=False)
         bias_init = "zeros"
         if self.kind == "lstm":  # forget gate bias 1: remember by default at the start of training
@@ -123,7 +144,8 @@ class Encoder(keras.layers.Layer):
 
     def __init__(self, config: ModelConfig, vocab_size, **kwargs):
         super().__init__(**kwargs)
-        self.embedding = keras.layers.Embedding(vocab_size, config.emb_dim, name="embedding")
+        self.embedding = keras.layers.Embedding(vocab_size, config.emb_dim, name="embedding",
+                                                embeddings_initializer=init("uniform"))
         self.dropout = keras.layers.Dropout(config.dropout)
         dims = [config.emb_dim] + [2 * config.enc_units] * (config.enc_layers - 1)
         self.layers_fw = [RecurrentCell(config.cell, config.enc_units, d, name=f"fw_{i}")
@@ -155,23 +177,28 @@ class Seq2Seq(keras.Model):
         self.config, self.src_vocab, self.tgt_vocab = config, src_vocab, tgt_vocab
         c = config
         self.encoder = Encoder(c, src_vocab, name="encoder")
-        self.tgt_embedding = keras.layers.Embedding(tgt_vocab, c.emb_dim, name="tgt_embedding")
+        self.tgt_embedding = keras.layers.Embedding(tgt_vocab, c.emb_dim, name="tgt_embedding",
+                                                    embeddings_initializer=init("uniform"))
         self.dropout = keras.layers.Dropout(c.dropout)
         dims = [c.emb_dim] + [c.dec_units] * (c.dec_layers - 1)
         self.cells = [RecurrentCell(c.cell, c.dec_units, d, name=f"dec_{i}") for i, d in enumerate(dims)]
         n_states = self.cells[0].state_size * c.dec_layers
-        self.bridge = keras.layers.Dense(n_states * c.dec_units, activation="tanh", name="bridge")
+        self.bridge = keras.layers.Dense(n_states * c.dec_units, activation="tanh", name="bridge",
+                                         kernel_initializer=init("glorot_uniform"))
         self.attention = c.attention != "none"
         self.feeding = self.attention and c.input_feeding
         if self.attention:
-            self.attn_key = keras.layers.Dense(c.dec_units, use_bias=False, name="attn_key")
-            self.attn_out = keras.layers.Dense(c.dec_units, use_bias=False, activation="tanh", name="attn_out")
+            self.attn_key = keras.layers.Dense(c.dec_units, use_bias=False, name="attn_key",
+                                               kernel_initializer=init("glorot_uniform"))
+            self.attn_out = keras.layers.Dense(c.dec_units, use_bias=False, activation="tanh", name="attn_out",
+                                               kernel_initializer=init("glorot_uniform"))
             self.attn_out.build((None, 2 * c.enc_units + c.dec_units))  # used through its kernel
         if self.feeding:
-            self.feed_kernel = self.add_weight(name="feed_kernel", initializer="glorot_uniform",
+            self.feed_kernel = self.add_weight(name="feed_kernel", initializer=init("glorot_uniform"),
                                                shape=(c.dec_units, self.cells[0].gates * c.dec_units),
                                                autocast=False)
-        self.output_layer = keras.layers.Dense(tgt_vocab, name="output")
+        self.output_layer = keras.layers.Dense(tgt_vocab, name="output",
+                                               kernel_initializer=init("glorot_uniform"))
         self.output_layer.build((None, c.dec_units))  # used through its kernel and bias (see _logits)
         self.seed_gen = keras.random.SeedGenerator(1234, name="dropout_seed")
         self.build_all()

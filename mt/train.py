@@ -122,7 +122,7 @@ class Trainer:
                                               rng=rng, **self.counters)
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.folder, "checkpoints"), 2)
         spec = [tf.TensorSpec([None, None], tf.int32)] * 3
-        self.eval_step = tf.function(self._eval_step, input_signature=spec)
+        self.eval_step = tf.function(self._eval_step, input_signature=spec, autograph=False)
         self.writer = tf.summary.create_file_writer(os.path.join(self.folder, "tb"))
 
     def count(self, name):
@@ -294,8 +294,10 @@ class Trainer:
                    err=True)
         start_epoch, start_batch = self.count("epoch"), self.count("batch_in_epoch")
         dataset = self._distributed_dataset(start_epoch, start_batch)
+        # autograph off (here and in eval_step): the model and the step have no Python control flow on
+        # tensors, and converting them would only add to the time before the first step
         step_fn = tf.function(self._train_step, input_signature=[dataset.element_spec,
-                                                                 tf.TensorSpec([], tf.float32)])
+                                                                 tf.TensorSpec([], tf.float32)], autograph=False)
         positions = self.batcher.positions(start_epoch, start_batch, self.tc.max_epochs)
         self.clock = {"start": time.time(), "start_step": self.count("step"), "window": time.time(),
                       "loss": 0.0, "tokens": 0.0}

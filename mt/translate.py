@@ -66,7 +66,9 @@ class Translator:
         self._search = search
         spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32),
                 tf.TensorSpec([None], tf.int32)]
-        self._decode = tf.function(self._decode_batch, input_signature=spec)
+        # autograph off: the search and the model build their loops with tf.while_loop and tf.cond, and
+        # converting their Python code to graph code would take longer than decoding a batch
+        self._decode = tf.function(self._decode_batch, input_signature=spec, autograph=False)
 
     def _decode_batch(self, src, max_lengths, row_ids):
         import tensorflow as tf
@@ -203,7 +205,7 @@ def load_translator(run_dir, weights="best", precision="auto"):
     import keras
 
     from mt.config import PRECISIONS, Config
-    from mt.model import build_model
+    from mt.model import build_model, weights_to_be_loaded
     from mt.tokenizer import Tokenizer
 
     info_path = os.path.join(run_dir, "data.json")
@@ -227,7 +229,8 @@ def load_translator(run_dir, weights="best", precision="auto"):
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)  # layers take the policy when they are built
     try:
-        model = build_model(config.model, info["src_vocab"], info["tgt_vocab"])
+        with weights_to_be_loaded():
+            model = build_model(config.model, info["src_vocab"], info["tgt_vocab"])
     finally:
         keras.mixed_precision.set_global_policy(previous)
     model.load_weights(path)
