@@ -95,3 +95,19 @@ def test_lengths_rounded_to_a_multiple_within_the_budget():
     s1, t_in1, t_out1 = plain.make_batch([0, 1])
     assert (s[:, :s1.shape[1]] == s1).all() and not s[:, s1.shape[1]:].any()
     assert (t_out[:, :t_out1.shape[1]] == t_out1).all() and not t_out[:, t_out1.shape[1]:].any()
+
+
+def test_batches_of_one_rounded_target_length_hold_sources_of_similar_lengths():
+    # source and target lengths independent of each other: sorted by exact target length first, a batch
+    # would hold sources of every length (about half of its source positions padding)
+    rng = np.random.default_rng(0)
+    src = [list(range(4, 4 + n)) for n in rng.integers(1, 61, 4000)]
+    tgt = [list(range(4, 4 + n)) for n in rng.integers(1, 61, 4000)]
+    batcher = Batcher(src, tgt, 800, multiple=8)
+    real = padded = 0
+    for indices in batcher.epoch_batches(0):
+        batch_src, tgt_in, _ = batcher.make_batch(indices)
+        assert tgt_in.shape[0] * tgt_in.shape[1] <= 800 or len(indices) == 1
+        real += batcher.src_len[indices].sum()
+        padded += batch_src.size
+    assert real / padded > 0.7
