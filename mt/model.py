@@ -333,6 +333,15 @@ class Seq2Seq(keras.Model):
     def call(self, inputs, training=False):
         """inputs = (src [B, S], tgt_in [B, T]) -> logits [B, T, V] (float32)."""
         src, tgt_in = inputs
+        return self.output_logits(self.decoder_outputs(src, tgt_in, training=training))
+
+    def output_logits(self, x):
+        """Decoder outputs [..., H] -> float32 logits [..., V]."""
+        return self._logits(x, self.cells[0]._cast(self.output_layer.kernel))
+
+    def decoder_outputs(self, src, tgt_in, training=False):
+        """Teacher forcing: src [B, S], tgt_in [B, T] -> the decoder's outputs [B, T, H] before the output
+        layer (training computes the logits of the real target positions only, see Trainer._loss_sums)."""
         state = self.encode(src, training=training)
         constant = {k: v for k, v in state.items() if k in ("memory", "keys", "bias", "attention")}
         carried = {k: v for k, v in state.items() if k not in constant}
@@ -350,8 +359,7 @@ class Seq2Seq(keras.Model):
             return {k: new_state[k] for k in carry}
 
         states = tf.scan(body, (xw, *[masks[i] for i in used]), initializer=carried)
-        outputs = tf.transpose(states["feed"], [1, 0, 2])
-        return self._logits(outputs, self.cells[0]._cast(self.output_layer.kernel))
+        return tf.transpose(states["feed"], [1, 0, 2])
 
 
 def build_model(config: ModelConfig, src_vocab, tgt_vocab):

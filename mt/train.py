@@ -29,6 +29,7 @@ import click
 from mt.atomic import write_json
 from mt.errors import UserError
 
+OUTPUT_ROWS_MULTIPLE = 64  # the loss's gathered target positions are padded to a multiple of this
 
 def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_replicas=0, precision=None,
         checkpoint_every=None):
@@ -229,17 +230,31 @@ class Trainer:
     # -- compiled steps --------------------------------------------------------------------------------
 
     def _loss_sums(self, src, tgt_in, tgt_out, training):
-        """(sum of token losses, number of real target tokens) for one (per-replica) batch."""
+        """(sum of token losses, number of real target tokens) for one (per-replica) batch.
+
+        The output layer, the largest product, and the softmax run on the real target positions only,
+        gathered from the decoder's outputs: a batch's padding would otherwise cost ~11% of their work
+        (Bible batches, lengths rounded to 8). The gathered rows are padded to a multiple of
+        OUTPUT_ROWS_MULTIPLE with rows of weight 0, so the product sees few distinct shapes (oneDNN keeps
+        state per shape, see docs/design.md)."""
         import tensorflow as tf
 
-        logits = self.model((src, tgt_in), training=training)
-        mask = tf.cast(tf.not_equal(tgt_out, 0), tf.float32)
-        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tgt_out, logits=logits)
+        hidden = self.model.decoder_outputs(src, tgt_in, training=training)
+        real = tf.reshape(tf.not_equal(tgt_out, 0), [-1])
+        positions = tf.cast(tf.where(real)[:, 0], tf.int32)
+        count = tf.size(positions)
+        extra = -count % OUTPUT_ROWS_MULTIPLE
+        positions = tf.concat([positions, tf.zeros([extra], tf.int32)], 0)
+        weight = tf.concat([tf.ones([count]), tf.zeros([extra])], 0)
+        rows = tf.gather(tf.reshape(hidden, [-1, tf.shape(hidden)[-1]]), positions)
+        labels = tf.gather(tf.reshape(tgt_out, [-1]), positions)
+        logits = self.model.output_logits(rows)
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
         eps = self.tc.label_smoothing if training else 0.0
         if eps:
             uniform = -tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1)
             nll = (1.0 - eps) * nll + eps * uniform
-        return tf.reduce_sum(nll * mask), tf.reduce_sum(mask)
+        return tf.reduce_sum(nll * weight), tf.cast(count, tf.float32)
 
     def _replica_step(self, src, tgt_in, tgt_out, global_tokens, stop):
         """One update from this replica's shard of the global batch.
