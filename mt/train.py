@@ -31,6 +31,7 @@ from mt.errors import UserError
 
 OUTPUT_ROWS_MULTIPLE = 64  # the loss's gathered target positions are padded to a multiple of this
 
+
 def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_replicas=0, precision=None,
         checkpoint_every=None):
     """`mt train`: create or resume the run folder OUT from the prepared data folder DATA."""

@@ -75,6 +75,28 @@ def test_two_cpu_replicas_compute_the_same_update_as_one(data):
         assert_same_weights(data / "one", data / "other", atol=2e-5)
 
 
+def test_the_loss_of_the_gathered_real_positions_is_the_masked_loss_of_all(data, tmp_path):
+    import tensorflow as tf
+
+    from mt.config import Config
+    from mt.train import Trainer, load_manifest
+
+    cfg = Config.load(str(data / "tiny.yaml"))
+    cfg.train.label_smoothing = 0.1
+    trainer = Trainer(cfg, str(data / "data"), load_manifest(str(data / "data")), str(tmp_path / "run"),
+                      tf.distribute.OneDeviceStrategy("/cpu:0"))
+    src, tgt_in, tgt_out = trainer.batcher.make_batch(trainer.batcher.epoch_batches(0)[0])
+    real = tgt_out != 0
+    assert not real.all() and real.sum() % 64  # padding, and a count the gathered rows must be padded to
+    for training, eps in ((False, 0.0), (True, 0.1)):  # the tiny config has no dropout
+        loss, tokens = trainer._loss_sums(src, tgt_in, tgt_out, training)
+        logits = trainer.model((src, tgt_in), training=training)
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tgt_out, logits=logits)
+        nll = (1.0 - eps) * nll - eps * tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1)
+        assert float(tokens) == real.sum()
+        np.testing.assert_allclose(float(loss), float(tf.reduce_sum(tf.where(real, nll, 0.0))), rtol=1e-5)
+
+
 def wait_for(predicate, timeout, process):
     deadline = time.time() + timeout
     while time.time() < deadline:
