@@ -233,17 +233,17 @@ class Seq2Seq(keras.Model):
 
     # -- one decoder step, shared by training and search --------------------------------------------
 
-    def _loop_weights(self, fuse):
+    def _loop_weights(self):
         """The decoder's recurrent weights in the compute dtype, cast once outside the time loop.
 
-        With `fuse` (LSTM and vanilla RNN with input feeding), the feed and recurrent kernels of the first
-        layer are stacked so one product [feed; h] @ [W_feed; U] replaces two; a GRU keeps them apart
-        because its reset gate applies to the recurrent part only."""
+        With input feeding, an LSTM or vanilla RNN stacks the feed and recurrent kernels of the first layer
+        as "fused", so one product [feed; h] @ [W_feed; U] replaces two; a GRU keeps them apart because its
+        reset gate applies to the recurrent part only."""
         cast = self.cells[0]._cast
         weights = {"recurrent": [cast(cell.recurrent) for cell in self.cells]}
         if self.feeding:
             weights["feed"] = cast(self.feed_kernel)
-            if fuse and self.config.cell != "gru":
+            if self.config.cell != "gru":
                 weights["fused"] = tf.concat([weights["feed"], weights["recurrent"][0]], axis=0)
         if self.attention:
             weights["attn_out"] = cast(self.attn_out.kernel)
@@ -289,7 +289,7 @@ class Seq2Seq(keras.Model):
     def decode_weights(self):
         """Every weight one decoder step needs, in the compute dtype. A search computes these once, outside
         its loop, so the loop does not cast the weights again at every token (see `step_function`)."""
-        weights = self._loop_weights(fuse=True)
+        weights = self._loop_weights()
         cast = self.cells[0]._cast
         weights["input"] = cast(self.cells[0].kernel)
         weights["output"] = cast(self.output_layer.kernel)
@@ -349,7 +349,7 @@ class Seq2Seq(keras.Model):
         xw = tf.transpose(self.cells[0].project(emb), [1, 0, 2])
         masks = self._dropout_masks(tf.shape(tgt_in)[1], tf.shape(tgt_in)[0], training)
         used = [i for i, m in enumerate(masks) if m is not None]
-        weights = self._loop_weights(fuse=True)
+        weights = self._loop_weights()
 
         def body(carry, elems):
             step_masks = [None] * len(masks)
