@@ -25,8 +25,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def matmul_peak(dtype_name, size=2048, seconds=2.0):
-    """GFLOP/s of one large square matrix product, the machine's practical peak for that dtype."""
+def matmul_peak(dtype_name, size=2000, seconds=2.0):
+    """GFLOP/s of one large square matrix product, the machine's practical peak for that dtype.
+
+    The size is not a multiple of 512: on AVX2 CPUs oneDNN multiplies by such matrices more slowly (see
+    benchmarks/matmul_widths.py), and the peak is the best rate the machine reaches."""
     import tensorflow as tf
 
     dtype = getattr(tf, dtype_name)

@@ -45,11 +45,38 @@ def init(name):
     return name if _INITIALIZE[-1] else "zeros"
 
 
-def project(x, kernel):
-    """x [..., d] @ kernel [d, n] as one 2-D matrix product."""
+WIDEN_MULTIPLE = 256  # kernels with a multiple of this many columns get WIDEN_EXTRA zero columns
+WIDEN_EXTRA = 16
+
+
+def widen(kernel):
+    """kernel [d, n] for `matmul`: with WIDEN_EXTRA zero columns appended when n is a multiple of 256.
+
+    On AVX2 CPUs oneDNN multiplies a few rows by a kernel whose rows are a multiple of 512 values long at
+    about half its usual rate (benchmarks/matmul_widths.py: [64, 1024] @ [1024, 2048] at 80 GFLOP/s,
+    @ [1024, 2064] at 155), and the gate kernels of 256- or 512-unit cells are [d, 1024] or [d, 2048]. A
+    product with a few extra columns, cut off afterwards, runs at the full rate. This pays for the
+    products of a time loop (tens of rows); a product over all time steps at once (thousands of rows) runs
+    at full rate anyway, and cutting its output would only copy it. Widen a kernel once, outside a loop."""
+    n = kernel.shape[-1]
+    if n % WIDEN_MULTIPLE:
+        return kernel
+    return tf.pad(kernel, [[0, 0], [0, WIDEN_EXTRA]])
+
+
+def matmul(x, kernel, n):
+    """x [m, d] @ a kernel from `widen` -> [m, n] (its real n columns)."""
+    y = tf.matmul(x, kernel)
+    return y if kernel.shape[-1] == n else y[:, :n]
+
+
+def project(x, kernel, n=None):
+    """x [..., d] @ kernel [d, n] (or a kernel from `widen` and its real n) -> [..., n], as one 2-D matrix
+    product."""
+    n = kernel.shape[-1] if n is None else n
     shape = tf.shape(x)
-    flat = tf.matmul(tf.reshape(x, [-1, shape[-1]]), kernel)
-    return tf.reshape(flat, tf.concat([shape[:-1], [kernel.shape[-1]]], 0))
+    flat = matmul(tf.reshape(x, [-1, shape[-1]]), kernel, n)
+    return tf.reshape(flat, tf.concat([shape[:-1], [n]], 0))
 
 
 class RecurrentCell(keras.layers.Layer):
@@ -88,22 +115,28 @@ class RecurrentCell(keras.layers.Layer):
         """A weight in the compute dtype (bfloat16 or float16 under mixed precision)."""
         return tf.cast(weight, self.compute_dtype)
 
-    def project(self, x):
-        """Inputs of any number of steps -> float32 gate pre-activations (the product in compute dtype)."""
-        xw = project(tf.cast(x, self.compute_dtype), self._cast(self.kernel))
+    def widened(self, weight):
+        """A weight in the compute dtype, widened for `matmul`."""
+        return widen(self._cast(weight))
+
+    def project(self, x, kernel=None):
+        """Inputs of any number of steps -> float32 gate pre-activations (the product in compute dtype).
+        `kernel` is the input kernel from `widened` when the caller prepared it outside a time loop."""
+        kernel = self._cast(self.kernel) if kernel is None else kernel
+        xw = project(tf.cast(x, kernel.dtype), kernel, self.gates * self.units)
         return tf.cast(xw, tf.float32) + self.bias
 
     def zero_state(self, batch):
         return tuple(tf.zeros([batch, self.units], tf.float32) for _ in range(self.state_size))
 
     def step(self, xw, state, recurrent=None, hu=None):
-        """Advance one step. `recurrent` is the recurrent kernel already cast to the compute dtype (so a
-        loop casts it once, not every step); `hu` the recurrent product h @ kernel when the caller computed
-        it, e.g. fused with another product."""
+        """Advance one step. `recurrent` is the recurrent kernel from `widened` (so a loop casts and
+        widens it once, not every step); `hu` the recurrent product h @ kernel when the caller computed it,
+        e.g. fused with another product."""
         h = state[0]
         if hu is None:
-            recurrent = self._cast(self.recurrent) if recurrent is None else recurrent
-            hu = tf.cast(tf.matmul(tf.cast(h, recurrent.dtype), recurrent), tf.float32)
+            recurrent = self.widened(self.recurrent) if recurrent is None else recurrent
+            hu = tf.cast(matmul(tf.cast(h, recurrent.dtype), recurrent, self.gates * self.units), tf.float32)
         if self.kind == "lstm":
             i, f, g, o = tf.split(xw + hu, 4, axis=-1)
             c = tf.sigmoid(f) * state[1] + tf.sigmoid(i) * tf.tanh(g)
@@ -127,7 +160,7 @@ def run_recurrence(cell, xw, mask, initial_state):
     """
     xw_t = tf.transpose(xw, [1, 0, 2])
     mask_t = tf.transpose(mask)[:, :, None]
-    recurrent = cell._cast(cell.recurrent)
+    recurrent = cell.widened(cell.recurrent)
 
     def body(state, elems):
         x, m = elems
@@ -190,6 +223,7 @@ class Seq2Seq(keras.Model):
         if self.attention:
             self.attn_key = keras.layers.Dense(c.dec_units, use_bias=False, name="attn_key",
                                                kernel_initializer=init("glorot_uniform"))
+            self.attn_key.build((None, 2 * c.enc_units))  # used through its kernel
             self.attn_out = keras.layers.Dense(c.dec_units, use_bias=False, activation="tanh", name="attn_out",
                                                kernel_initializer=init("glorot_uniform"))
             self.attn_out.build((None, 2 * c.enc_units + c.dec_units))  # used through its kernel
@@ -226,7 +260,9 @@ class Seq2Seq(keras.Model):
         state["feed"] = tf.zeros([tf.shape(src)[0], c.dec_units], tf.float32)
         if self.attention:
             state["memory"] = tf.cast(enc, self.compute_dtype)  # attention products in the compute dtype
-            state["keys"] = state["memory"] if c.attention == "dot" else self.attn_key(state["memory"])
+            state["keys"] = state["memory"]
+            if c.attention != "dot":
+                state["keys"] = project(state["memory"], self.cells[0]._cast(self.attn_key.kernel))
             state["bias"] = tf.where(mask, 0.0, NEG_INF)
             state["attention"] = tf.zeros(tf.shape(mask), tf.float32)
         return state
@@ -234,19 +270,22 @@ class Seq2Seq(keras.Model):
     # -- one decoder step, shared by training and search --------------------------------------------
 
     def _loop_weights(self):
-        """The decoder's recurrent weights in the compute dtype, cast once outside the time loop.
+        """The weights the decoder's time loop multiplies by, cast to the compute dtype and widened (see
+        `widen`) once, outside the loop.
 
         With input feeding, an LSTM or vanilla RNN stacks the feed and recurrent kernels of the first layer
         as "fused", so one product [feed; h] @ [W_feed; U] replaces two; a GRU keeps them apart because its
         reset gate applies to the recurrent part only."""
-        cast = self.cells[0]._cast
-        weights = {"recurrent": [cast(cell.recurrent) for cell in self.cells]}
-        if self.feeding:
-            weights["feed"] = cast(self.feed_kernel)
-            if self.config.cell != "gru":
-                weights["fused"] = tf.concat([weights["feed"], weights["recurrent"][0]], axis=0)
+        first = self.cells[0]
+        weights = {"recurrent": [cell.widened(cell.recurrent) for cell in self.cells],
+                   "kernel": [None] + [cell.widened(cell.kernel) for cell in self.cells[1:]]}
+        if self.feeding and self.config.cell == "gru":
+            weights["feed"] = first.widened(self.feed_kernel)
+        elif self.feeding:
+            weights["fused"] = widen(tf.concat([first._cast(self.feed_kernel), first._cast(first.recurrent)],
+                                               axis=0))
         if self.attention:
-            weights["attn_out"] = cast(self.attn_out.kernel)
+            weights["attn_out"] = first.widened(self.attn_out.kernel)
         return weights
 
     def _decoder_step(self, xw, state, drop_masks, weights):
@@ -264,13 +303,13 @@ class Seq2Seq(keras.Model):
             hu = None
             if i > 0:
                 x = x if drop_masks[i] is None else x * drop_masks[i]
-                xw = cell.project(x)
+                xw = cell.project(x, weights["kernel"][i])
             elif "fused" in weights:
                 both = tf.cast(tf.concat([state["feed"], cell_state[0]], axis=-1), weights["fused"].dtype)
-                hu = tf.cast(tf.matmul(both, weights["fused"]), tf.float32)
+                hu = tf.cast(matmul(both, weights["fused"], cell.gates * cell.units), tf.float32)
             elif self.feeding:
                 feed = tf.cast(state["feed"], weights["feed"].dtype)
-                xw = xw + tf.cast(tf.matmul(feed, weights["feed"]), tf.float32)
+                xw = xw + tf.cast(matmul(feed, weights["feed"], cell.gates * cell.units), tf.float32)
             new = cell.step(xw, cell_state, weights["recurrent"][i], hu)
             state.update({f"rnn_{i}_{j}": s for j, s in enumerate(new)})
             x = new[0]
@@ -280,7 +319,8 @@ class Seq2Seq(keras.Model):
             scores = tf.cast(tf.einsum("bsh,bh->bs", state["keys"], low), tf.float32) + state["bias"]
             alignment = tf.nn.softmax(scores, axis=-1)
             context = tf.einsum("bs,bsd->bd", tf.cast(alignment, low.dtype), state["memory"])
-            x = tf.tanh(tf.cast(tf.matmul(tf.concat([context, low], axis=-1), weights["attn_out"]), tf.float32))
+            both = tf.concat([context, low], axis=-1)
+            x = tf.tanh(tf.cast(matmul(both, weights["attn_out"], self.config.dec_units), tf.float32))
         if drop_masks[0] is not None:
             x = x * drop_masks[0]
         state["feed"] = x
@@ -290,9 +330,8 @@ class Seq2Seq(keras.Model):
         """Every weight one decoder step needs, in the compute dtype. A search computes these once, outside
         its loop, so the loop does not cast the weights again at every token (see `step_function`)."""
         weights = self._loop_weights()
-        cast = self.cells[0]._cast
-        weights["input"] = cast(self.cells[0].kernel)
-        weights["output"] = cast(self.output_layer.kernel)
+        weights["input"] = self.cells[0].widened(self.cells[0].kernel)
+        weights["output"] = self.cells[0].widened(self.output_layer.kernel)
         return weights
 
     def step_function(self, weights=None):
@@ -301,8 +340,7 @@ class Seq2Seq(keras.Model):
         first = self.cells[0]
 
         def step(ids, state):
-            emb = tf.cast(self.tgt_embedding(ids), weights["input"].dtype)
-            xw = tf.cast(tf.matmul(emb, weights["input"]), tf.float32) + first.bias
+            xw = first.project(self.tgt_embedding(ids), weights["input"])
             out, state, alignment = self._decoder_step(xw, state, [None] * len(self.cells), weights)
             if alignment is not None:
                 state["attention"] = alignment
@@ -316,8 +354,9 @@ class Seq2Seq(keras.Model):
 
     def _logits(self, x, kernel):
         """Decoder outputs [..., H] -> float32 logits [..., V], the product in the kernel's dtype. (Inside
-        `call` under a mixed policy Keras reads the bias in the compute dtype; elsewhere it is float32.)"""
-        logits = tf.cast(project(tf.cast(x, kernel.dtype), kernel), tf.float32)
+        `call` under a mixed policy Keras reads the bias in the compute dtype; elsewhere it is float32.)
+        `kernel` may come from `widen`."""
+        logits = tf.cast(project(tf.cast(x, kernel.dtype), kernel, self.tgt_vocab), tf.float32)
         return logits + tf.cast(self.output_layer.bias, tf.float32)
 
     # -- teacher forcing ------------------------------------------------------------------------------

@@ -3,7 +3,8 @@ import pytest
 import tensorflow as tf
 
 from mt.config import ModelConfig
-from mt.model import BOS, build_model
+from mt import model as model_module
+from mt.model import BOS, build_model, matmul, widen
 
 SRC = np.array([[5, 6, 7, 8, 3], [9, 4, 3, 0, 0]], np.int32)
 TGT_IN = np.array([[BOS, 5, 6, 7], [BOS, 8, 0, 0]], np.int32)
@@ -26,6 +27,31 @@ def test_teacher_forcing_matches_step_by_step_decoding(cell, attention):
         step_logits, state = model.decode_step(TGT_IN[:, t], state)
         steps.append(np.asarray(step_logits))
     np.testing.assert_allclose(np.stack(steps, 1), logits, atol=1e-5)
+
+
+def test_widened_kernels_give_the_plain_product():
+    x = tf.random.normal([5, 32])
+    for n, width in ((512, 528), (1024, 1040), (300, 300), (8000, 8000)):
+        kernel = tf.random.normal([32, n])
+        wide = widen(kernel)
+        assert wide.shape == (32, width)
+        np.testing.assert_array_equal(np.asarray(wide)[:, n:], 0.0)
+        np.testing.assert_allclose(np.asarray(matmul(x, wide, n)), np.asarray(tf.matmul(x, kernel)), atol=1e-4)
+
+
+@pytest.mark.parametrize("cell,units", [("lstm", 64), ("gru", 256), ("rnn", 256)])
+def test_a_model_with_widened_loop_kernels_computes_what_a_plain_one_does(cell, units, monkeypatch):
+    # gate kernels of 256 or 1024 columns: the time loops (encoder, decoder, search step) widen them
+    model = tiny(cell=cell, emb_dim=16, enc_units=units, dec_units=units)
+    widened_logits = np.asarray(model((SRC, TGT_IN)))
+    state = model.encode(SRC)
+    step_logits, _ = model.decode_step(TGT_IN[:, 0], state)
+    monkeypatch.setattr(model_module, "WIDEN_EXTRA", 0)
+    plain_logits = np.asarray(model((SRC, TGT_IN)))
+    plain_step, _ = model.decode_step(TGT_IN[:, 0], model.encode(SRC))
+    np.testing.assert_allclose(widened_logits, plain_logits, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(step_logits), np.asarray(plain_step), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(step_logits), widened_logits[:, 0], atol=1e-5)
 
 
 def test_source_padding_does_not_change_the_output():
