@@ -30,6 +30,15 @@ def test_help_imports_neither_tensorflow_nor_matplotlib():
     assert out.stdout.strip() == "ok", out.stderr
 
 
+def test_loading_tensorflow_leaves_out_matplotlib_but_it_can_be_imported_after():
+    pytest.importorskip("matplotlib")
+    code = ("import sys; from mt.cli import import_tensorflow_quietly; import_tensorflow_quietly(); "
+            "import keras; assert 'matplotlib' not in sys.modules, 'imported'; "
+            "import matplotlib.pyplot; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
 @pytest.mark.parametrize("args, words", [
     (["train", "--data", "nowhere", "--out", "run"], ["nowhere", "mt preprocess"]),
     (["translate", "in.txt", "--model", "nowhere"], ["nowhere"]),
