@@ -238,14 +238,18 @@ class Seq2Seq(keras.Model):
         self.build_all()
 
     def build(self, input_shape=None):
-        """Sub-layers build on their first call (see build_all)."""
+        """Every weight is created in __init__ (see build_all)."""
         self.built = True
 
     def build_all(self):
-        """Create every weight by running one tiny batch, so weights can be loaded right away."""
-        src = tf.constant([[5, 6, 3]], tf.int32)
-        tgt = tf.constant([[BOS, 5]], tf.int32)
-        self((src, tgt))
+        """Create the weights the layers' first calls would create, so weights can be loaded right away.
+        (Running one tiny batch through the model would do the same, eagerly, in 0.5 s.)"""
+        c = self.config
+        self.encoder.embedding.build((None, None))
+        self.tgt_embedding.build((None, None))
+        self.bridge.build((None, 2 * self.cells[0].state_size * c.enc_units))
+        self.encoder.built = True
+        self.built = True
 
     # -- encoder side -------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from mt.config import ModelConfig
 from mt.model import BOS, EOS, PAD, build_model
-from mt.search import BeamSearch, GreedySearch, SamplingSearch, strip_ids, uniform_noise
+from mt.search import BeamSearch, GreedySearch, SamplingSearch, strip_ids, top_k_rows, uniform_noise
 
 
 class FakeStep:
@@ -246,6 +246,17 @@ def test_a_search_compiled_for_a_fixed_batch_shape_matches_eager_as_sentences_le
         np.testing.assert_allclose(got, expected, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("width", [1000, 1003, 8000])
+def test_top_k_rows_is_top_k_ties_included(width):
+    rng = np.random.default_rng(width)
+    for x in (rng.normal(size=(2, 3, width)) * 3, np.round(rng.normal(size=(2, 3, width)))):  # round: ties
+        x = tf.constant(x, tf.float32)
+        for k in (1, 10):
+            expected, got = tf.math.top_k(x, k), top_k_rows(x, k)
+            np.testing.assert_array_equal(got[0].numpy(), expected.values.numpy())
+            np.testing.assert_array_equal(got[1].numpy(), expected.indices.numpy())
+
+
 def test_invalid_settings_are_refused():
     for bad in ({"beam_size": 0}, {"beam_size": 2, "n_best": 3}, {"length_penalty": -1.0}):
         with pytest.raises(ValueError):
@@ -343,3 +354,21 @@ def test_greedy_on_a_model_matches_a_step_by_step_argmax_loop():
         expected.append(prev)
     np.testing.assert_array_equal(ids, np.stack(expected, 1))
     np.testing.assert_allclose(out.scores.numpy()[:, 0], total, rtol=1e-5)
+
+
+def test_beam_over_a_large_vocabulary_matches_beam_with_plain_top_k(monkeypatch):
+    """Beam search picks its candidates with top_k_rows once the vocabulary is large; the hypotheses are
+    those of the same search ranking with tf.math.top_k."""
+    import mt.search
+
+    vocab = 1000
+    table = np.random.default_rng(5).normal(size=(6, vocab, vocab)).astype(np.float32) * 2.0
+    table[..., EOS] += 3.0
+    fake = FakeStep(table)
+    search = BeamSearch(fake, beam_size=4, length_penalty=0.6, n_best=3)
+    fast = run(search, fake, [6, 3, 5])
+    monkeypatch.setattr(mt.search, "TOP_K_BLOCK", vocab)  # too wide for blocks: plain top-k
+    plain = run(search, fake, [6, 3, 5])
+    for name in ("ids", "lengths", "scores", "ranks"):
+        np.testing.assert_allclose(fast[name], plain[name], atol=1e-6, err_msg=name)
+    assert len({tuple(row) for row in fast["ids"][0]}) == 3
