@@ -149,6 +149,10 @@ def train(**kwargs):
 @click.option("--coverage-penalty", default=0.0, show_default=True,
               help="Beam search: GNMT coverage penalty beta, + beta x sum of log(min(attention received, "
               "1)) over source pieces (0 = off).")
+@click.option("--beam-stop", type=click.Choice(["early", "exact"]), default="early", show_default=True,
+              help="Beam search: stop a sentence once no live hypothesis outranks its finished ones at the "
+              "current length (early), or only once none could at any length up to its limit (exact: "
+              "never loses a better hypothesis to the length penalty, and runs longer).")
 @click.option("--n-best", default=1, show_default=True,
               help="Beam search: write this many hypotheses per input line, as 'LINE ||| TRANSLATION ||| "
               "LOG_PROB ||| SCORE' lines (LINE counted from 0), instead of one translation a line.")
@@ -247,6 +251,8 @@ _WEIGHTS = click.option("--weights", type=click.Choice(["best", "last"]), defaul
 @click.option("--beam-size", default=5, show_default=True, help="Beam search: hypotheses kept per sentence.")
 @click.option("--length-penalty", default=0.6, show_default=True, help="Beam search: GNMT length penalty.")
 @click.option("--coverage-penalty", default=0.0, show_default=True, help="Beam search: GNMT coverage penalty.")
+@click.option("--beam-stop", type=click.Choice(["early", "exact"]), default="early", show_default=True,
+              help="Beam search: when a sentence stops, as for translate.")
 @click.option("--temperature", default=1.0, show_default=True, help="Sampling: divide log-probabilities by this.")
 @click.option("--top-k", default=0, show_default=True, help="Sampling: only from the K most probable pieces.")
 @click.option("--top-p", default=1.0, show_default=True, help="Sampling: nucleus probability.")

@@ -324,16 +324,23 @@ class BeamSearch(Search):
     (Wu et al. 2016; |y| counts the EOS). A sentence is done when its `n_best`-th finished hypothesis
     ranks at least as high as any live one could still reach: log-probabilities only fall as tokens are
     added, lp grows with length up to the sentence's limit, and cp <= 0, so a live hypothesis can reach at
-    most its log-probability / lp(limit). With beam_size 1 and no length penalty this is greedy search.
+    most its log-probability / lp(limit). That is `stop="exact"`. With `stop="early"` (the rule of most
+    toolkits) a sentence is done as soon as no live hypothesis outranks its `n_best`-th finished one at the
+    current length; with no length penalty both rules are the same. With beam_size 1 and no length
+    penalty this is greedy search.
     """
 
+    STOPS = ("early", "exact")
+
     def __init__(self, step_fn, beam_size=5, length_penalty=0.0, coverage_penalty=0.0, n_best=1,
-                 with_attention=False):
+                 with_attention=False, stop="exact"):
         super().__init__(step_fn, with_attention)
         if beam_size < 1 or not 1 <= n_best <= beam_size or length_penalty < 0 or coverage_penalty < 0:
             raise ValueError(f"need beam_size >= 1, 1 <= n_best <= beam_size and penalties >= 0, got "
                              f"{beam_size}, {n_best}, {length_penalty}, {coverage_penalty}")
-        self.beam_size, self.n_best = beam_size, n_best
+        if stop not in self.STOPS:
+            raise ValueError(f"stop must be one of {self.STOPS}, got {stop!r}")
+        self.beam_size, self.n_best, self.stop = beam_size, n_best, stop
         self.length_penalty, self.coverage_penalty = length_penalty, coverage_penalty
 
     def start(self, batch, limit, source_length):
@@ -369,7 +376,10 @@ class BeamSearch(Search):
         live = {key: cands[key] for key in (*hyps["alive"], "parent", "token")}
         live["score"] = tf.where(is_eos, NEG_INF, score)  # EOS ends a hypothesis: it never stays live
         alive = _best(live, live["score"], k)
-        reachable = alive["score"][:, 0] / self._lp(step.max_lengths)
+        if self.stop == "exact":
+            reachable = alive["score"][:, 0] / self._lp(step.max_lengths)
+        else:
+            reachable = tf.reduce_max(self._rank(alive, step), axis=1)
         done = step.last | (finished["rank"][:, self.n_best - 1] >= reachable)
         rows = tf.range(batch)[:, None] * k + alive.pop("parent")
         ids = tf.reshape(alive.pop("token"), [-1])

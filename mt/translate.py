@@ -27,6 +27,7 @@ from mt.errors import UserError
 MAX_INPUT_PIECES = 1000  # longer inputs are cut to this many pieces, with a warning
 LENGTH_EXTRA = 10  # output limit: max_length_ratio x source pieces + this
 SEARCHES = ("beam", "greedy", "sample")
+BEAM_STOPS = ("early", "exact")
 BATCH_TYPES = ("sents", "tokens")
 
 
@@ -153,10 +154,12 @@ def make_batches(lengths, batch_size, batch_type="sents"):
 
 
 def check_search_options(search="beam", beam_size=5, length_penalty=0.6, coverage_penalty=0.0, n_best=1,
-                         temperature=1.0, top_k=0, top_p=1.0):
+                         temperature=1.0, top_k=0, top_p=1.0, beam_stop="early"):
     """UserErrors, naming the option, for values no search accepts."""
     if search not in SEARCHES:
         raise UserError(f"unknown search {search!r}: choose one of {', '.join(SEARCHES)}")
+    if beam_stop not in BEAM_STOPS:
+        raise UserError(f"unknown --beam-stop {beam_stop!r}: choose one of {', '.join(BEAM_STOPS)}")
     if n_best > 1 and search != "beam":
         raise UserError(f"--n-best {n_best} needs --search beam (greedy and sampling give one hypothesis)")
     if beam_size < 1:
@@ -174,18 +177,20 @@ def check_search_options(search="beam", beam_size=5, length_penalty=0.6, coverag
 
 
 def make_search(model, search="beam", beam_size=5, length_penalty=0.6, coverage_penalty=0.0, n_best=1,
-                temperature=1.0, top_k=0, top_p=1.0, seed=1234):
+                temperature=1.0, top_k=0, top_p=1.0, seed=1234, beam_stop="early"):
     """The search object for `mt translate`'s options, over `model.decode_step`."""
     from mt import search as searches
 
-    check_search_options(search, beam_size, length_penalty, coverage_penalty, n_best, temperature, top_k, top_p)
+    check_search_options(search, beam_size, length_penalty, coverage_penalty, n_best, temperature, top_k, top_p,
+                         beam_stop)
     if search == "greedy":
         return searches.GreedySearch(model.decode_step)
     if search == "sample":
         return searches.SamplingSearch(model.decode_step, temperature, top_k, top_p, seed)
     if coverage_penalty and not model.attention:
         raise UserError("--coverage-penalty needs a model with attention (this one has model.attention: none)")
-    return searches.BeamSearch(model.decode_step, beam_size, length_penalty, coverage_penalty, n_best)
+    return searches.BeamSearch(model.decode_step, beam_size, length_penalty, coverage_penalty, n_best,
+                               stop=beam_stop)
 
 
 def _maybe_progress(items, show, label):
@@ -264,7 +269,7 @@ def _read_bytes(path):
 
 
 def run(input, model, output, search, beam_size, length_penalty, coverage_penalty, n_best, temperature,
-        top_k, top_p, seed, batch_size, batch_type, max_length_ratio, weights, precision="auto"):
+        top_k, top_p, seed, batch_size, batch_type, max_length_ratio, weights, precision="auto", beam_stop="early"):
     """`mt translate`: translate INPUT with the run folder MODEL, to OUTPUT or stdout."""
     from mt.atomic import atomic_open
 
@@ -272,11 +277,12 @@ def run(input, model, output, search, beam_size, length_penalty, coverage_penalt
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     if max_length_ratio <= 0:
         raise UserError(f"--max-length-ratio must be positive, got {max_length_ratio}")
-    check_search_options(search, beam_size, length_penalty, coverage_penalty, n_best, temperature, top_k, top_p)
+    check_search_options(search, beam_size, length_penalty, coverage_penalty, n_best, temperature, top_k, top_p,
+                         beam_stop)
     lines = read_lines(input)
     translator = load_translator(model, weights, precision)
     translator.search = make_search(translator.model, search, beam_size, length_penalty, coverage_penalty,
-                                    n_best, temperature, top_k, top_p, seed)
+                                    n_best, temperature, top_k, top_p, seed, beam_stop)
     start = time.time()
     found = translator.hypotheses(lines, batch_size, max_length_ratio, progress=output is not None,
                                   batch_type=batch_type)

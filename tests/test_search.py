@@ -180,6 +180,34 @@ def test_beam_stops_a_sentence_when_no_live_hypothesis_can_win():
     assert out["ids"][0, 0, 0] == EOS and fake.calls == 1
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_early_stop_is_exact_without_length_penalty_and_never_later_with_it(seed):
+    calls = {}
+    results = {}
+    for alpha in (0.0, 1.0):
+        for stop in ("early", "exact"):
+            fake = random_fake(vocab=5, steps=12, seed=seed, eos_bias=0.5)
+            results[alpha, stop] = run(BeamSearch(fake, 3, alpha, n_best=2, stop=stop), fake, [12, 7, 10])
+            calls[alpha, stop] = fake.calls
+    for name in ("ids", "scores", "ranks"):
+        np.testing.assert_array_equal(results[0.0, "early"][name], results[0.0, "exact"][name])
+    assert calls[0.0, "early"] == calls[0.0, "exact"]
+    # the beams evolve alike until early stops a sentence; exact may still find better-ranked endings
+    assert calls[1.0, "early"] <= calls[1.0, "exact"]
+    assert (results[1.0, "early"]["ranks"][:, 0] <= results[1.0, "exact"]["ranks"][:, 0] + 1e-6).all()
+
+
+def test_early_stop_ends_sentences_sooner_under_a_length_penalty():
+    fake = random_fake(vocab=5, steps=30, seed=2)
+    fake.table[0, BOS, EOS] = 2.0  # a likely one-token answer; long ones could still outrank it at lp(30)
+    steps = {}
+    for stop in ("early", "exact"):
+        fake.calls = 0
+        run(BeamSearch(fake, 3, 1.0, stop=stop), fake, [30])
+        steps[stop] = fake.calls
+    assert steps["early"] < steps["exact"]
+
+
 def test_beam_finds_the_better_sequence_greedy_misses():
     table = np.full((4, 5, 5), -5.0, np.float32)
     table[0, BOS, 1], table[0, BOS, 2] = 1.0, 0.9  # greedy takes 1 ...
@@ -258,6 +286,8 @@ def test_top_k_rows_is_top_k_ties_included(width):
 
 
 def test_invalid_settings_are_refused():
+    with pytest.raises(ValueError):
+        BeamSearch(lambda ids, state: None, stop="sometime")
     for bad in ({"beam_size": 0}, {"beam_size": 2, "n_best": 3}, {"length_penalty": -1.0}):
         with pytest.raises(ValueError):
             BeamSearch(None, **{"beam_size": 2, **bad})

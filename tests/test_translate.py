@@ -272,3 +272,15 @@ def test_make_search_refuses_coverage_without_attention():
     with pytest.raises(UserError, match="needs a model with attention"):
         make_search(m, coverage_penalty=0.2)
     assert isinstance(make_search(m, "sample", top_k=3), SamplingSearch)
+
+
+def test_beam_stop_option_reaches_the_search(run_dir):
+    m = build_model(ModelConfig(emb_dim=8, enc_units=6, dec_units=12), 20, 24)
+    assert make_search(m).stop == "early" and make_search(m, beam_stop="exact").stop == "exact"
+    with pytest.raises(UserError, match="--beam-stop"):
+        make_search(m, beam_stop="late")
+    early = mt("translate", str(run_dir / "input.txt"), "--model", str(run_dir), "--n-best", "3")
+    exact = mt("translate", str(run_dir / "input.txt"), "--model", str(run_dir), "--n-best", "3",
+               "--beam-stop", "exact")
+    assert early.exit_code == 0 and exact.exit_code == 0
+    assert len(early.stdout.splitlines()) >= len((run_dir / "input.txt").read_text().splitlines())

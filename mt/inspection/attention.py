@@ -214,6 +214,8 @@ def describe_search(options):
     text = f"beam search (beam {o['beam_size']}, length penalty {o['length_penalty']}"
     if o["coverage_penalty"]:
         text += f", coverage penalty {o['coverage_penalty']}"
+    if o["beam_stop"] != "early":
+        text += f", {o['beam_stop']} stop"
     return text + ")"
 
 
