@@ -1,0 +1,65 @@
+"""Wall time of whole `mt translate` commands from two or more checkouts of mt, taking turns.
+
+Each checkout (a folder holding an `mt/` package, e.g. a `git worktree` of an older commit) runs
+`python -m mt.cli translate` on the same input with the same model and options, one after the other,
+for several rounds; the table shows each checkout's median, its ratio to the first one, and whether its
+output is byte-identical to the first one's. Start-up (importing TensorFlow, loading the model, tracing)
+is included, as a user sees it.
+
+    git worktree add /tmp/mt-old <commit>
+    python benchmarks/translate_ab.py --trees /tmp/mt-old,. --model work/compare/mt-cpu-20min \
+        --input work/bible/corpus/test.es --searches greedy,beam --rounds 3
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def run_once(tree, model, input_path, search, out_path):
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
+    command = [sys.executable, "-m", "mt.cli", "translate", "-", "--model", model, "--search", search]
+    with open(input_path, "rb") as src, open(out_path, "wb") as out:
+        start = time.perf_counter()
+        subprocess.run(command, stdin=src, stdout=out, stderr=subprocess.DEVNULL, env=env,
+                       cwd=os.path.abspath(tree), check=True)
+        return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trees", required=True, help="comma-separated checkouts; the first is the baseline")
+    parser.add_argument("--model", required=True, help="run folder written by mt train")
+    parser.add_argument("--input", required=True, help="source text")
+    parser.add_argument("--searches", default="greedy,beam")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    trees = args.trees.split(",")
+    model, input_path = os.path.abspath(args.model), os.path.abspath(args.input)
+    print("| search | checkout | seconds (rounds) | median | x first | output as the first's |")
+    print("|---|---|---|---:|---:|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for search in args.searches.split(","):
+            times = {tree: [] for tree in trees}
+            outputs = {tree: os.path.join(tmp, f"{i}.{search}.out") for i, tree in enumerate(trees)}
+            for _ in range(args.rounds):
+                for tree in trees:
+                    times[tree].append(run_once(tree, model, input_path, search, outputs[tree]))
+            with open(outputs[trees[0]], "rb") as f:
+                first = f.read()
+            base = statistics.median(times[trees[0]])
+            for tree in trees:
+                with open(outputs[tree], "rb") as f:
+                    same = "yes" if f.read() == first else "no"
+                median = statistics.median(times[tree])
+                rounds = ", ".join(f"{t:.1f}" for t in times[tree])
+                print(f"| {search} | {tree} | {rounds} | {median:.2f} | {median / base:.2f} | {same} |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
