@@ -162,8 +162,10 @@ def train(**kwargs):
 @click.option("--top-p", default=1.0, show_default=True, help="Sampling: only from the most probable pieces "
               "that together reach this probability (1 = all).")
 @click.option("--seed", default=1234, show_default=True, help="Sampling: the same seed gives the same output.")
-@click.option("--batch-size", default=64, show_default=True, help="Sentences (or source pieces, see "
-              "--batch-type) decoded together; bounds memory.")
+@click.option("--batch-size", type=int, default=None, help="Sentences (or source pieces, see --batch-type) "
+              "decoded together; bounds memory. Default: 320 rows of the search, i.e. 320 sentences for greedy "
+              "search and sampling, 320 / beam size for beam search (32 x that many source pieces with "
+              "--batch-type tokens).")
 @click.option("--batch-type", type=click.Choice(["sents", "tokens"]), default="sents", show_default=True,
               help="What --batch-size counts: sentences, or source pieces including padding.")
 @click.option("--max-length-ratio", default=2.0, show_default=True,

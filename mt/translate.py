@@ -27,6 +27,7 @@ from mt.errors import UserError
 MAX_INPUT_PIECES = 1000  # longer inputs are cut to this many pieces, with a warning
 LENGTH_EXTRA = 10  # output limit: max_length_ratio x source pieces + this
 SEARCHES = ("beam", "greedy", "sample")
+DEFAULT_ROWS = 320  # default batch: this many rows (sentences x beams) in the search
 BEAM_STOPS = ("early", "exact")
 BATCH_TYPES = ("sents", "tokens")
 
@@ -130,6 +131,13 @@ class Translator:
             results[r].append(Hypothesis(text, piece_ids, float(scores[r, n]), float(ranks[r, n]), done,
                                          weights))
         return results
+
+
+def default_batch_size(search, beam_size, batch_type="sents"):
+    """DEFAULT_ROWS rows: on a 2-core AVX2 CPU greedy search ran fastest at 256-320 sentences a batch
+    (8.7 s for the Bible test books, 9-11 s at 64) and beam 5 at 64-128 (BENCHMARKS.md)."""
+    sentences = max(1, DEFAULT_ROWS // (beam_size if search == "beam" else 1))
+    return sentences if batch_type == "sents" else 32 * sentences
 
 
 def make_batches(lengths, batch_size, batch_type="sents"):
@@ -273,6 +281,8 @@ def run(input, model, output, search, beam_size, length_penalty, coverage_penalt
     """`mt translate`: translate INPUT with the run folder MODEL, to OUTPUT or stdout."""
     from mt.atomic import atomic_open
 
+    if batch_size is None:
+        batch_size = default_batch_size(search, beam_size, batch_type)
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     if max_length_ratio <= 0:

@@ -284,3 +284,11 @@ def test_beam_stop_option_reaches_the_search(run_dir):
                "--beam-stop", "exact")
     assert early.exit_code == 0 and exact.exit_code == 0
     assert len(early.stdout.splitlines()) >= len((run_dir / "input.txt").read_text().splitlines())
+
+
+def test_the_default_batch_holds_about_320_search_rows():
+    from mt.translate import default_batch_size
+
+    assert default_batch_size("greedy", 5) == 320 and default_batch_size("sample", 5) == 320
+    assert default_batch_size("beam", 5) == 64 and default_batch_size("beam", 1000) == 1
+    assert default_batch_size("beam", 5, "tokens") == 32 * 64
