@@ -41,7 +41,8 @@ def test_widened_kernels_give_the_plain_product():
 
 @pytest.mark.parametrize("cell,units", [("lstm", 64), ("gru", 256), ("rnn", 256)])
 def test_a_model_with_widened_loop_kernels_computes_what_a_plain_one_does(cell, units, monkeypatch):
-    # gate kernels of 256 or 1024 columns: the time loops (encoder, decoder, search step) widen them
+    # gate kernels 256 (LSTM of 64 units, RNN of 256) or 768 (GRU of 256) columns wide, which the time
+    # loops (encoder, decoder, search step) widen
     model = tiny(cell=cell, emb_dim=16, enc_units=units, dec_units=units)
     widened_logits = np.asarray(model((SRC, TGT_IN)))
     state = model.encode(SRC)
