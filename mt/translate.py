@@ -185,14 +185,15 @@ def check_search_options(search="beam", beam_size=5, length_penalty=0.6, coverag
 
 
 def make_search(model, search="beam", beam_size=5, length_penalty=0.6, coverage_penalty=0.0, n_best=1,
-                temperature=1.0, top_k=0, top_p=1.0, seed=1234, beam_stop="early"):
-    """The search object for `mt translate`'s options, over `model.decode_step`."""
+                temperature=1.0, top_k=0, top_p=1.0, seed=1234, beam_stop="early", scores=True):
+    """The search object for `mt translate`'s options, over `model.decode_step`. `scores=False` lets greedy
+    search skip the output's log-probability (see GreedySearch)."""
     from mt import search as searches
 
     check_search_options(search, beam_size, length_penalty, coverage_penalty, n_best, temperature, top_k, top_p,
                          beam_stop)
     if search == "greedy":
-        return searches.GreedySearch(model.decode_step)
+        return searches.GreedySearch(model.decode_step, scores=scores)
     if search == "sample":
         return searches.SamplingSearch(model.decode_step, temperature, top_k, top_p, seed)
     if coverage_penalty and not model.attention:
@@ -292,7 +293,8 @@ def run(input, model, output, search, beam_size, length_penalty, coverage_penalt
     lines = read_lines(input)
     translator = load_translator(model, weights, precision)
     translator.search = make_search(translator.model, search, beam_size, length_penalty, coverage_penalty,
-                                    n_best, temperature, top_k, top_p, seed, beam_stop)
+                                    n_best, temperature, top_k, top_p, seed, beam_stop,
+                                    scores=False)  # only n-best lines show scores, and they need beam search
     start = time.time()
     found = translator.hypotheses(lines, batch_size, max_length_ratio, progress=output is not None,
                                   batch_type=batch_type)

@@ -274,6 +274,41 @@ def test_a_search_compiled_for_a_fixed_batch_shape_matches_eager_as_sentences_le
         np.testing.assert_allclose(got, expected, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("kind", ["greedy", "sampling", "beam"])
+def test_finished_sentences_waiting_in_the_batch_keep_their_results(kind, monkeypatch):
+    """A finished sentence stays in the batch until DROP_FRACTION of it has finished, and its rows go on
+    being computed: that must not change its hypotheses, whenever it leaves (fraction 0: at once; 1: not
+    before the loop ends), in eager mode or compiled."""
+    import mt.search
+
+    limits = tf.constant([9, 2, 6, 1, 8, 4, 7])
+    results = {}
+    for fraction in (0.0, 0.5, 1.0):
+        monkeypatch.setattr(mt.search, "DROP_FRACTION", fraction)
+        fake = random_fake(vocab=6, steps=10, seed=5, eos_bias=-2.0)
+        search = {"greedy": lambda: GreedySearch(fake, with_attention=True),
+                  "sampling": lambda: SamplingSearch(fake, top_k=3, seed=5, with_attention=True),
+                  "beam": lambda: BeamSearch(fake, 3, 0.6, n_best=2, with_attention=True)}[kind]()
+        results[fraction] = search(fake.initial_state(7), limits)
+        compiled = tf.function(lambda state, limits: search(state, limits))(fake.initial_state(7), limits)
+        results[fraction, "compiled"] = compiled
+    lengths = results[0.0].lengths.numpy()[:, 0]
+    assert len(set(lengths.tolist())) > 3  # sentences finish at different steps
+    for key, result in results.items():
+        for name in ("ids", "lengths", "scores", "ranks", "attention"):
+            np.testing.assert_allclose(getattr(result, name).numpy(), getattr(results[0.0], name).numpy(),
+                                       atol=1e-6, err_msg=f"{key} {name}")
+
+
+def test_greedy_without_scores_finds_the_same_tokens():
+    fake = random_fake(seed=3, eos_bias=0.5)
+    limits = [8, 3, 6]
+    scored, unscored = run(GreedySearch(fake), fake, limits), run(GreedySearch(fake, scores=False), fake, limits)
+    np.testing.assert_array_equal(unscored["ids"], scored["ids"])
+    np.testing.assert_array_equal(unscored["lengths"], scored["lengths"])
+    assert (scored["scores"] < 0).all() and (unscored["scores"] == 0).all() and (unscored["ranks"] == 0).all()
+
+
 @pytest.mark.parametrize("width", [1000, 1003, 8000])
 def test_top_k_rows_is_top_k_ties_included(width):
     rng = np.random.default_rng(width)

@@ -40,7 +40,7 @@ def search_defaults() -> dict:
     from mt.translate import make_search
 
     parameters = inspect.signature(make_search).parameters
-    return {name: p.default for name, p in parameters.items() if name not in ("model", "n_best")}
+    return {name: p.default for name, p in parameters.items() if name not in ("model", "n_best", "scores")}
 
 
 def with_attention(search):
