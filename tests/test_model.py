@@ -29,6 +29,42 @@ def test_teacher_forcing_matches_step_by_step_decoding(cell, attention):
     np.testing.assert_allclose(np.stack(steps, 1), logits, atol=1e-5)
 
 
+@pytest.mark.parametrize("cell, attention, feeding, layers", [("lstm", "general", True, 1), ("gru", "dot", True, 2),
+                                                            ("rnn", "general", False, 2), ("lstm", "dot", False, 1)])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_attention_taps_give_the_gradients_of_plain_differentiation(cell, attention, feeding, layers, compiled):
+    """Teacher forcing hands the attention's gradients out of its time loop through taps (model.attention_taps);
+    every weight's gradient must be the one of differentiating through the loop, in eager mode and compiled."""
+    model = tiny(cell=cell, attention=attention, input_feeding=feeding, dec_layers=layers, dropout=0.0,
+                 enc_units=6, dec_units=12)
+    for layer in (model.encoder.embedding, model.tgt_embedding):  # large activations: a peaked attention
+        layer.set_weights([w * 30.0 for w in layer.get_weights()])
+    weights = tf.random.stateless_normal([2, TGT_IN.shape[1], 24], seed=[1, 2])
+
+    def gradients():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model((SRC, TGT_IN), training=True) * weights)
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    run = tf.function(gradients) if compiled else gradients
+    loss, tapped = run()
+    model.attention_taps = False
+    plain_loss, plain = (tf.function(gradients) if compiled else gradients)()
+    assert float(loss) == pytest.approx(float(plain_loss), rel=1e-6)
+    names = [v.path for v in model.trainable_variables]
+    assert any("fw_0" in n for n in names)
+    # every weight but attn_key, which dot attention leaves unused, gets a gradient
+    assert [n for n, g in zip(names, tapped) if g is None] == (["attn_key/kernel"] if attention == "dot" else [])
+    for name, a, b in zip(names, tapped, plain):
+        if a is None:
+            assert b is None, name
+            continue
+        a, b = tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy()
+        # relative to each gradient's scale: some are tiny (attn_key's, with nearly uniform attention)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max(), err_msg=name)
+        assert np.abs(b).max() > 0, name
+
+
 def test_widened_kernels_give_the_plain_product():
     x = tf.random.normal([5, 32])
     for n, width in ((512, 528), (1024, 1040), (300, 300), (8000, 8000)):
