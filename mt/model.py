@@ -152,14 +152,15 @@ class RecurrentCell(keras.layers.Layer):
         return (tf.tanh(xw + hu),)
 
 
-def run_recurrence(cell, xw, mask, initial_state):
+def run_recurrence(cell, xw, mask, initial_state, longest_first=False):
     """Run `cell` over projected inputs xw [B, T, G*H] with mask [B, T]; state freezes on padding.
 
     Returns (outputs [B, T, H], final state). With padding at the end, the final state is the state at
-    each sentence's last real position.
+    each sentence's last real position. `longest_first`: the rows are sorted by length, longest first, so
+    the rows with a real token at step t are the first few, and only those are computed: in a batch of
+    sentences of different lengths, most of the padding costs nothing.
     """
     xw_t = tf.transpose(xw, [1, 0, 2])
-    mask_t = tf.transpose(mask)[:, :, None]
     recurrent = cell.widened(cell.recurrent)
 
     def body(state, elems):
@@ -167,7 +168,19 @@ def run_recurrence(cell, xw, mask, initial_state):
         new = cell.step(x, state, recurrent)
         return tuple(tf.where(m, n, o) for n, o in zip(new, state))
 
-    states = tf.scan(body, (xw_t, mask_t), initializer=initial_state)
+    def packed_body(state, elems):
+        x, rows = elems  # rows: how many sentences are longer than t
+        new = cell.step(x[:rows], tuple(s[:rows] for s in state), recurrent)
+        merged = tuple(tf.concat([n, s[rows:]], 0) for n, s in zip(new, state))
+        for m, s in zip(merged, state):
+            m.set_shape(s.shape)  # as many rows as before (a known batch size stays known in the loop)
+        return merged
+
+    if longest_first:
+        rows = tf.reduce_sum(tf.cast(mask, tf.int32), axis=0)
+        states = tf.scan(packed_body, (xw_t, rows), initializer=initial_state)
+    else:
+        states = tf.scan(body, (xw_t, tf.transpose(mask)[:, :, None]), initializer=initial_state)
     outputs = tf.transpose(states[0], [1, 0, 2])
     return outputs, tuple(s[-1] for s in states)
 
@@ -186,17 +199,18 @@ class Encoder(keras.layers.Layer):
         self.layers_bw = [RecurrentCell(config.cell, config.enc_units, d, name=f"bw_{i}")
                           for i, d in enumerate(dims)]
 
-    def call(self, src, training=False):
-        """src [B, S] -> (outputs [B, S, 2H], final states of the top layer (fw + bw), mask [B, S])."""
+    def call(self, src, training=False, longest_first=False):
+        """src [B, S] -> (outputs [B, S, 2H], final states of the top layer (fw + bw), mask [B, S]).
+        `longest_first`: the rows are sorted by length, longest first (see run_recurrence)."""
         mask = tf.not_equal(src, PAD)
         lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
         batch = tf.shape(src)[0]
         x = self.embedding(src)
         for fw, bw in zip(self.layers_fw, self.layers_bw):
             x = self.dropout(x, training=training)
-            out_fw, fin_fw = run_recurrence(fw, fw.project(x), mask, fw.zero_state(batch))
+            out_fw, fin_fw = run_recurrence(fw, fw.project(x), mask, fw.zero_state(batch), longest_first)
             x_rev = tf.reverse_sequence(x, lengths, seq_axis=1, batch_axis=0)
-            out_bw, fin_bw = run_recurrence(bw, bw.project(x_rev), mask, bw.zero_state(batch))
+            out_bw, fin_bw = run_recurrence(bw, bw.project(x_rev), mask, bw.zero_state(batch), longest_first)
             out_bw = tf.reverse_sequence(out_bw, lengths, seq_axis=1, batch_axis=0)
             x = tf.concat([out_fw, out_bw], axis=-1)
         return x, fin_fw + fin_bw, mask
@@ -255,9 +269,10 @@ class Seq2Seq(keras.Model):
 
     # -- encoder side -------------------------------------------------------------------------------
 
-    def encode(self, src, training=False):
-        """src [B, S] int32 -> the decoder's initial state (a dict of batch-first tensors)."""
-        enc, final, mask = self.encoder(src, training=training)
+    def encode(self, src, training=False, longest_first=False):
+        """src [B, S] int32 -> the decoder's initial state (a dict of batch-first tensors). `longest_first`
+        promises rows sorted by length, longest first, and saves the encoder the work of their padding."""
+        enc, final, mask = self.encoder(src, training=training, longest_first=longest_first)
         c = self.config
         init = tf.cast(self.bridge(tf.concat(final, axis=-1)), tf.float32)
         init = tf.split(init, self.cells[0].state_size * c.dec_layers, -1)
@@ -369,8 +384,11 @@ class Seq2Seq(keras.Model):
         """Decoder outputs [..., H] -> float32 logits [..., V], the product in the kernel's dtype. (Inside
         `call` under a mixed policy Keras reads the bias in the compute dtype; elsewhere it is float32.)
         `kernel` may come from `widen`."""
-        logits = tf.cast(project(tf.cast(x, kernel.dtype), kernel, self.tgt_vocab), tf.float32)
-        return logits + tf.cast(self.output_layer.bias, tf.float32)
+        x = tf.cast(x, kernel.dtype)
+        product = matmul(x, kernel, self.tgt_vocab) if x.shape.rank == 2 else project(x, kernel, self.tgt_vocab)
+        # bias_add right on a float32 product: the graph optimizer fuses the two into one kernel, which
+        # adds the bias as it writes the product instead of passing over [rows, vocabulary] again
+        return tf.nn.bias_add(tf.cast(product, tf.float32), tf.cast(self.output_layer.bias, tf.float32))
 
     # -- teacher forcing ------------------------------------------------------------------------------
 

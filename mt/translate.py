@@ -77,7 +77,7 @@ class Translator:
 
         from mt.model import PAD
 
-        state = self.model.encode(src)
+        state = self.model.encode(src, longest_first=True)  # see hypotheses
         # the weights cast to the compute dtype once per batch, outside the search loop
         step_fn = self.model.step_function() if self._search.step_fn == self.model.decode_step else None
         return self._search(state, max_lengths, source_mask=tf.not_equal(src, PAD), row_ids=row_ids,
@@ -97,6 +97,7 @@ class Translator:
         batches = make_batches([len(e) for e in encoded], batch_size, batch_type)
         with _maybe_progress(batches, progress, "translating") as bar:
             for batch in bar:
+                batch = sorted(batch, key=lambda i: -len(encoded[i]))  # longest first, for the encoder
                 sources = [encoded[i] for i in batch]
                 limits = [int(max_length_ratio * len(e)) + LENGTH_EXTRA for e in sources]
                 out = self._decode(pad_sources(sources), np.array(limits, np.int32), np.array(batch, np.int32))

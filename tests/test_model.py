@@ -98,6 +98,22 @@ def test_source_padding_does_not_change_the_output():
     np.testing.assert_allclose(alone, padded, atol=1e-5)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_an_encoder_told_its_rows_are_longest_first_skips_padding_and_gives_the_same_state(cell):
+    model = tiny(cell=cell)
+    src = np.array([[5, 6, 7, 8, 9, 3], [9, 4, 3, 0, 0, 0], [11, 12, 3, 0, 0, 0], [7, 0, 0, 0, 0, 0]], np.int32)
+    plain, packed = model.encode(src), model.encode(src, longest_first=True)
+    compiled = tf.function(lambda s: model.encode(s, longest_first=True))(tf.constant(src))
+    assert set(plain) == set(packed) == set(compiled)
+    for name in plain:
+        np.testing.assert_allclose(packed[name], plain[name], atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(compiled[name], plain[name], atol=1e-6, err_msg=name)
+    # the encoder output of each sentence is that of the sentence encoded alone
+    for row, length in enumerate([6, 3, 3, 1]):
+        alone = model.encode(src[row:row + 1, :length], longest_first=True)["memory"]
+        np.testing.assert_allclose(packed["memory"][row, :length], alone[0], atol=1e-6)
+
+
 def test_attention_is_a_distribution_over_real_source_tokens():
     model = tiny()
     _, state = model.decode_step(TGT_IN[:, 0], model.encode(SRC))
