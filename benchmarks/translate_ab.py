@@ -2,9 +2,9 @@
 
 Each checkout (a folder holding an `mt/` package, e.g. a `git worktree` of an older commit) runs
 `python -m mt.cli translate` on the same input with the same model and options, one after the other,
-for several rounds; the table shows each checkout's median, its ratio to the first one, and whether its
-output is byte-identical to the first one's. Start-up (importing TensorFlow, loading the model, tracing)
-is included, as a user sees it.
+for several rounds; the table shows each checkout's median wall time and CPU time (user + system), their
+ratios to the first checkout's, and whether its output is byte-identical to the first one's. Start-up
+(importing TensorFlow, loading the model, tracing) is included, as a user sees it.
 
     git worktree add /tmp/mt-old <commit>
     python benchmarks/translate_ab.py --trees /tmp/mt-old,. --model work/compare/mt-cpu-20min \
@@ -13,6 +13,7 @@ is included, as a user sees it.
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,10 +25,17 @@ def run_once(tree, model, input_path, search, out_path):
     env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
     command = [sys.executable, "-m", "mt.cli", "translate", "-", "--model", model, "--search", search]
     with open(input_path, "rb") as src, open(out_path, "wb") as out:
-        start = time.perf_counter()
+        before, start = cpu_of_children(), time.perf_counter()
         subprocess.run(command, stdin=src, stdout=out, stderr=subprocess.DEVNULL, env=env,
                        cwd=os.path.abspath(tree), check=True)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, cpu_of_children() - before
+
+
+def cpu_of_children():
+    """CPU seconds (user + system) of the finished child processes so far. On a shared machine CPU time
+    varies less than wall time: time the host gives to other guests is not counted."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main():
@@ -40,25 +48,29 @@ def main():
     args = parser.parse_args()
     trees = args.trees.split(",")
     model, input_path = os.path.abspath(args.model), os.path.abspath(args.input)
-    print("| search | checkout | seconds (rounds) | median | x first | output as the first's |")
-    print("|---|---|---|---:|---:|---|")
+    print("| search | checkout | seconds (rounds) | median | x first | CPU seconds (median) | x first | "
+          "output as the first's |")
+    print("|---|---|---|---:|---:|---:|---:|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for search in args.searches.split(","):
-            times = {tree: [] for tree in trees}
+            times, cpu = {tree: [] for tree in trees}, {tree: [] for tree in trees}
             outputs = {tree: os.path.join(tmp, f"{i}.{search}.out") for i, tree in enumerate(trees)}
             for _ in range(args.rounds):
                 for tree in trees:
-                    times[tree].append(run_once(tree, model, input_path, search, outputs[tree]))
+                    wall, used = run_once(tree, model, input_path, search, outputs[tree])
+                    times[tree].append(wall)
+                    cpu[tree].append(used)
             with open(outputs[trees[0]], "rb") as f:
                 first = f.read()
-            base = statistics.median(times[trees[0]])
+            base, cpu_base = statistics.median(times[trees[0]]), statistics.median(cpu[trees[0]])
             for tree in trees:
                 with open(outputs[tree], "rb") as f:
                     same = "yes" if f.read() == first else "no"
                 median = statistics.median(times[tree])
                 rounds = ", ".join(f"{t:.1f}" for t in times[tree])
-                print(f"| {search} | {tree} | {rounds} | {median:.2f} | {median / base:.2f} | {same} |",
-                      flush=True)
+                used = statistics.median(cpu[tree])
+                print(f"| {search} | {tree} | {rounds} | {median:.2f} | {median / base:.2f} | {used:.2f} | "
+                      f"{used / cpu_base:.2f} | {same} |", flush=True)
 
 
 if __name__ == "__main__":
