@@ -14,6 +14,10 @@ peak as on the training.
         --variants float32,mixed_bfloat16 --batches 8 --rounds 3
     python benchmarks/train_speed.py --data work/bible/data --config rnn-base-cpu \
         --variants float32,float32@2 --batches 8 --rounds 3
+
+A variant ending in `/untapped` differentiates the attention through the decoder's time loop, as autodiff
+does, instead of handing its gradients out through taps (`mt.model.attention_taps`):
+    python benchmarks/train_speed.py --data work/bible/data --variants float32/untapped,float32 --rounds 6
 """
 
 import argparse
@@ -86,7 +90,10 @@ class Variant:
         from mt.config import Config
         from mt.train import Trainer, load_manifest
 
-        precision, _, replicas = name.partition("@")
+        name_only, _, option = name.partition("/")
+        precision, _, replicas = name_only.partition("@")
+        if option not in ("", "untapped"):
+            raise SystemExit(f"unknown variant option /{option} (known: /untapped)")
         devices = [f"/cpu:{i}" for i in range(int(replicas or 1))]
         if replicas:
             strategy = tf.distribute.MirroredStrategy(devices)
@@ -98,6 +105,8 @@ class Variant:
         self.name = name
         self.trainer = Trainer(cfg, args.data, load_manifest(args.data), tempfile.mkdtemp(prefix="mt-bench-"),
                                strategy)
+        if option == "untapped":  # the attention's gradients by autodiff through the loop (model.attention_taps)
+            self.trainer.model.attention_taps = False
         dataset = self.trainer._distributed_dataset(0, 0)
         self.step = tf.function(self.trainer._train_step,
                                 input_signature=[dataset.element_spec, tf.TensorSpec([], tf.float32)])
@@ -135,7 +144,7 @@ def main():
     from mt.train import load_manifest
 
     names = args.variants.split(",")
-    split_cpu(max(int(n.partition("@")[2] or 1) for n in names))
+    split_cpu(max(int(n.split("/")[0].partition("@")[2] or 1) for n in names))
     variants = [Variant(name, args) for name in names]
     speeds = {v.name: [] for v in variants}
     samples = {peak_dtype(name): [] for name in names}
