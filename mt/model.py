@@ -413,8 +413,11 @@ class Seq2Seq(keras.Model):
         """Teacher forcing: src [B, S], tgt_in [B, T] -> the decoder's outputs [B, T, H] before the output
         layer (training computes the logits of the real target positions only, see Trainer._loss_sums)."""
         state = self.encode(src, training=training)
-        constant = {k: v for k, v in state.items() if k in ("memory", "keys", "bias")}
-        carried = {k: v for k, v in state.items() if k not in constant}  # "attention": the step's alignment
+        tapped = self.attention and self.attention_taps
+        # with taps, "attention" is carried: the loop stacks every step's alignment for their gradient
+        constant = {k: v for k, v in state.items()
+                    if k in ("memory", "keys", "bias") or (k == "attention" and not tapped)}
+        carried = {k: v for k, v in state.items() if k not in constant}
         emb = self.dropout(self.tgt_embedding(tgt_in), training=training)
         xw = tf.transpose(self.cells[0].project(emb), [1, 0, 2])
         steps = tf.shape(tgt_in)[1]
@@ -422,7 +425,7 @@ class Seq2Seq(keras.Model):
         used = [i for i, m in enumerate(masks) if m is not None]
         weights = self._loop_weights()
         taps, outputs = ((), {})
-        if self.attention and self.attention_taps:
+        if tapped:
             taps, outputs = attention_taps(state["keys"], state["memory"], steps)
 
         def body(carry, elems):
@@ -432,13 +435,14 @@ class Seq2Seq(keras.Model):
             step_taps = elems[1:1 + len(taps)] or None
             _, new_state, alignment = self._decoder_step(elems[0], {**carry, **constant}, step_masks, weights,
                                                          step_taps)
-            if alignment is not None:
+            if "attention" in carry:
                 new_state["attention"] = alignment
             return {k: new_state[k] for k in carry}
 
         states = tf.scan(body, (xw, *taps, *[masks[i] for i in used]), initializer=carried)
         # what the taps' gradient needs: every step's attention query and alignment, [T, B, ...]
-        outputs.update(query=states[f"rnn_{len(self.cells) - 1}_0"], alignment=states.get("attention"))
+        if tapped:
+            outputs.update(query=states[f"rnn_{len(self.cells) - 1}_0"], alignment=states["attention"])
         return tf.transpose(states["feed"], [1, 0, 2])
 
 
