@@ -51,8 +51,9 @@ def make_run(root, model_type="unigram", **model_settings):
     settings.update(model_settings)
     config = Config(model=ModelConfig(**settings)).check()
     src_vocab, tgt_vocab = Tokenizer(src).vocab_size, Tokenizer(tgt).vocab_size
-    keras.utils.set_random_seed(0)  # the same weights whichever tests ran before (the pictures' checks need
-    model = build_model(config.model, src_vocab, tgt_vocab)  # a sharp attention maximum, see below)
+    # the same weights whichever tests ran before: the pictures' checks need a sharp attention maximum
+    keras.utils.set_random_seed(0)
+    model = build_model(config.model, src_vocab, tgt_vocab)
     # Stronger than random weights: sharp attention and large activations, so the pictures show clear colours.
     if model.attention:
         model.attn_key.set_weights([w * 200.0 for w in model.attn_key.get_weights()])
