@@ -14,6 +14,9 @@ from mt.errors import UserError
 
 
 NO_TENSORFLOW = ("mt.preprocess", "mt.evaluate")
+# True once `mt pipeline` runs stages in this process: a stage then leaves process-wide settings that later
+# stages would inherit (TensorFlow's threads) as they are
+IN_PIPELINE = False
 
 
 def import_tensorflow_quietly():
@@ -163,11 +166,14 @@ def train(**kwargs):
               "that together reach this probability (1 = all).")
 @click.option("--seed", default=1234, show_default=True, help="Sampling: the same seed gives the same output.")
 @click.option("--batch-size", type=int, default=None, help="Sentences (or source pieces, see --batch-type) "
-              "decoded together; bounds memory. Default: 320 rows of the search, i.e. 320 sentences for greedy "
-              "search and sampling, 320 / beam size for beam search (32 x that many source pieces with "
-              "--batch-type tokens).")
+              "decoded together; bounds memory. Default: 320 rows of the search shared among the --workers, "
+              "i.e. 320 / workers sentences for greedy search and sampling, 320 / workers / beam size for "
+              "beam search (32 x that many source pieces with --batch-type tokens).")
 @click.option("--batch-type", type=click.Choice(["sents", "tokens"]), default="sents", show_default=True,
               help="What --batch-size counts: sentences, or source pieces including padding.")
+@click.option("--workers", type=int, default=None,
+              help="Batches decoded at once, the CPU cores shared among them. Default: 2 on a CPU with 2 or "
+              "more cores, 1 on a GPU or inside `mt pipeline`.")
 @click.option("--max-length-ratio", default=2.0, show_default=True,
               help="Output length limit of each sentence: ratio x its source length + 10 pieces.")
 @click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True,

@@ -352,6 +352,7 @@ def write_stamp(stage, pipeline_path):
 def run_mt_command(stage):
     """Invoke the `mt` command through click, as the command line would, and return its result."""
     command = mt_cli.cli.commands[stage.name]
+    mt_cli.IN_PIPELINE = True
     try:
         return command.main(list(stage.argv), prog_name=f"mt {stage.name}", standalone_mode=False)
     except click.ClickException as e:

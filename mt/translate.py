@@ -88,22 +88,74 @@ class Translator:
         return [best[0].text for best in self.hypotheses(lines, batch_size, max_length_ratio, progress,
                                                          batch_type)]
 
-    def hypotheses(self, lines, batch_size=64, max_length_ratio=2.0, progress=False, batch_type="sents"):
-        """For every line, its list of Hypothesis (best first: n-best for beam search, else one)."""
+    def hypotheses(self, lines, batch_size=64, max_length_ratio=2.0, progress=False, batch_type="sents",
+                   workers=1):
+        """For every line, its list of Hypothesis (best first: n-best for beam search, else one).
+
+        `workers` > 1 decodes that many batches at once, each in its own thread (see `decoding_workers`
+        for the threads TensorFlow should then give each batch). The output is the same: a sentence's
+        result does not depend on which batch it is in or when that batch runs."""
         from mt.data import pad_sources
 
         encoded = self._encode(lines)
         results = [[EMPTY] for _ in lines]
-        batches = make_batches([len(e) for e in encoded], batch_size, batch_type)
-        with _maybe_progress(batches, progress, "translating") as bar:
-            for batch in bar:
-                batch = sorted(batch, key=lambda i: -len(encoded[i]))  # longest first, for the encoder
-                sources = [encoded[i] for i in batch]
-                limits = [int(max_length_ratio * len(e)) + LENGTH_EXTRA for e in sources]
-                out = self._decode(pad_sources(sources), np.array(limits, np.int32), np.array(batch, np.int32))
-                for i, found in zip(batch, self._unpack(out, [len(e) for e in sources])):
+        jobs = []
+        for batch in make_batches([len(e) for e in encoded], batch_size, batch_type):
+            batch = sorted(batch, key=lambda i: -len(encoded[i]))  # longest first, for the encoder
+            sources = [encoded[i] for i in batch]
+            limits = [int(max_length_ratio * len(e)) + LENGTH_EXTRA for e in sources]
+            jobs.append((batch, pad_sources(sources), np.array(limits, np.int32), np.array(batch, np.int32)))
+        with _maybe_progress(self._decode_jobs(jobs, workers), progress, "translating", len(jobs)) as bar:
+            for (batch, src, _, _), out in bar:
+                for i, found in zip(batch, self._unpack(out, [len(encoded[i]) for i in batch])):
                     results[i] = found
         return results
+
+    def _decode_jobs(self, jobs, workers):
+        """Yield (job, the search's tensors as numpy arrays) for every job, in the order they finish.
+
+        With several workers the largest batches go first, so that the workers finish together. The
+        function is traced here, in the calling thread, before any worker calls it: Keras keeps its
+        settings per thread, and a worker calling a traced function runs no model code."""
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                yield job, _to_numpy(self._decode(*job[1:]))
+            return
+        import queue
+        import threading
+
+        self._decode.get_concrete_function()
+        todo, finished = queue.SimpleQueue(), queue.SimpleQueue()
+        for job in sorted(jobs, key=lambda job: -job[1].size):
+            todo.put(job)
+
+        def work():
+            while True:
+                try:
+                    job = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    finished.put((job, _to_numpy(self._decode(*job[1:]))))
+                except BaseException as error:  # handed to the caller's thread, which raises it
+                    finished.put((job, error))
+                    return
+
+        # daemon threads: an interrupted or failed command does not wait for batches still running
+        for _ in range(min(workers, len(jobs))):
+            threading.Thread(target=work, daemon=True).start()
+        try:
+            for _ in jobs:
+                job, out = finished.get()
+                if isinstance(out, BaseException):
+                    raise out
+                yield job, out
+        finally:
+            while not todo.empty():  # on an error, start no further batch
+                try:
+                    todo.get_nowait()
+                except queue.Empty:
+                    break
 
     def _encode(self, lines):
         encoded = self.src_tok.encode(lines)
@@ -134,11 +186,49 @@ class Translator:
         return results
 
 
-def default_batch_size(search, beam_size, batch_type="sents"):
-    """DEFAULT_ROWS rows: on a 2-core AVX2 CPU greedy search ran fastest at 256-320 sentences a batch
-    (8.7 s for the Bible test books, 9-11 s at 64) and beam 5 at 64-128 (BENCHMARKS.md)."""
-    sentences = max(1, DEFAULT_ROWS // (beam_size if search == "beam" else 1))
+def default_batch_size(search, beam_size, batch_type="sents", workers=1):
+    """DEFAULT_ROWS rows of the search in flight, shared among the workers' batches. On a 2-core AVX2 CPU
+    one batch at a time ran fastest at 256-320 sentences for greedy search (8.7 s for the Bible test
+    books, 9-11 s at 64) and 64-128 for beam 5; two workers ran as fast at 160 and 32 sentences a batch as
+    at 320 and 64, and greedy search faster at 106-160 than at 320 (three batches of 320 give two workers
+    unequal shares) (BENCHMARKS.md)."""
+    rows = max(1, DEFAULT_ROWS // max(1, workers))
+    sentences = max(1, rows // (beam_size if search == "beam" else 1))
     return sentences if batch_type == "sents" else 32 * sentences
+
+
+def decoding_workers(workers=None, share_cores=True):
+    """How many batches to decode at once, with TensorFlow's threads set to share the CPU among them.
+
+    On a CPU, one batch at a time leaves cores idle: between its large matrix products a step runs many
+    small operations one after another, and each product is split across every core, which costs
+    synchronization. Two batches, each with half the cores' threads, fill each other's gaps; on 2 cores
+    greedy decoding of the Bible test books took 12-15% less time and beam 5 about 23% less
+    (BENCHMARKS.md). `workers` None means that default: 2 on a CPU with at least 2 cores, 1 with a GPU
+    (one large batch keeps a GPU busy). With `share_cores`, TensorFlow's threads per operation become
+    cores / workers; that is possible only before TensorFlow has run its first operation, and it holds
+    for the rest of the process, so `mt pipeline` (which runs its stages in one process) leaves them
+    alone, and so does a caller that has run TensorFlow already; then the default is 1 worker.
+    """
+    import tensorflow as tf
+
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if tf.config.list_physical_devices("GPU"):
+        return workers or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    wanted = workers or (2 if cores >= 2 else 1)
+    if wanted == 1:
+        return 1
+    threads = max(1, cores // wanted)
+    if share_cores:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow already runs: its threads cannot change any more
+            pass
+    if workers is None and tf.config.threading.get_intra_op_parallelism_threads() != threads:
+        return 1  # the default, where the cores could not be shared out: one batch at a time
+    return wanted
 
 
 def make_batches(lengths, batch_size, batch_type="sents"):
@@ -203,9 +293,14 @@ def make_search(model, search="beam", beam_size=5, length_penalty=0.6, coverage_
                                stop=beam_stop)
 
 
-def _maybe_progress(items, show, label):
+def _to_numpy(out):
+    """A search's result (a tuple of tensors, None entries kept) as numpy arrays."""
+    return type(out)(*(None if x is None else x.numpy() for x in out))
+
+
+def _maybe_progress(items, show, label, length=None):
     if show:
-        return click.progressbar(items, label=label, file=sys.stderr)
+        return click.progressbar(items, label=label, file=sys.stderr, length=length)
     import contextlib
 
     return contextlib.nullcontext(items)
@@ -279,18 +374,21 @@ def _read_bytes(path):
 
 
 def run(input, model, output, search, beam_size, length_penalty, coverage_penalty, n_best, temperature,
-        top_k, top_p, seed, batch_size, batch_type, max_length_ratio, weights, precision="auto", beam_stop="early"):
+        top_k, top_p, seed, batch_size, batch_type, max_length_ratio, weights, precision="auto", beam_stop="early",
+        workers=None):
     """`mt translate`: translate INPUT with the run folder MODEL, to OUTPUT or stdout."""
+    from mt import cli
     from mt.atomic import atomic_open
 
-    if batch_size is None:
-        batch_size = default_batch_size(search, beam_size, batch_type)
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     if max_length_ratio <= 0:
         raise UserError(f"--max-length-ratio must be positive, got {max_length_ratio}")
     check_search_options(search, beam_size, length_penalty, coverage_penalty, n_best, temperature, top_k, top_p,
                          beam_stop)
+    workers = decoding_workers(workers, share_cores=not cli.IN_PIPELINE)  # before TensorFlow's first operation
+    if batch_size is None:
+        batch_size = default_batch_size(search, beam_size, batch_type, workers)
     lines = read_lines(input)
     translator = load_translator(model, weights, precision)
     translator.search = make_search(translator.model, search, beam_size, length_penalty, coverage_penalty,
@@ -298,7 +396,7 @@ def run(input, model, output, search, beam_size, length_penalty, coverage_penalt
                                     scores=False)  # only n-best lines show scores, and they need beam search
     start = time.time()
     found = translator.hypotheses(lines, batch_size, max_length_ratio, progress=output is not None,
-                                  batch_type=batch_type)
+                                  batch_type=batch_type, workers=workers)
     text = format_nbest(found) if n_best > 1 else "".join(_one_line(h[0].text) + "\n" for h in found)
     if output:
         with atomic_open(output) as f:

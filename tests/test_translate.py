@@ -148,6 +148,78 @@ def test_a_sentences_output_does_not_depend_on_its_batch(model, make):
                 assert prefix[0] == pytest.approx(prefix[1], abs=1e-4), line
 
 
+@pytest.mark.parametrize("make", [lambda m: GreedySearch(m.decode_step),
+                                  lambda m: BeamSearch(m.decode_step, 3, n_best=2, with_attention=True),
+                                  lambda m: SamplingSearch(m.decode_step, top_k=5, seed=2)],
+                         ids=["greedy", "beam", "sample"])
+def test_workers_decode_batches_at_once_with_the_same_results_in_input_order(model, make):
+    lines = sentences(45, seed=8, longest=15)
+    lines[7] = ""
+    alone = translator(model, make(model)).hypotheses(lines, batch_size=4)
+    t = translator(model, make(model))
+    for workers in (2, 3):
+        together = t.hypotheses(lines, batch_size=4, workers=workers)
+        for a, b in zip(alone, together, strict=True):
+            assert [(h.ids, h.log_prob, h.score, h.complete) for h in a] == \
+                   [(h.ids, h.log_prob, h.score, h.complete) for h in b]
+            for x, y in zip(a, b):
+                assert (x.attention is None) == (y.attention is None)
+                if x.attention is not None:
+                    np.testing.assert_array_equal(x.attention, y.attention)
+    assert t._decode.experimental_get_tracing_count() == 1  # traced once, not once per worker thread
+
+
+def test_a_workers_error_reaches_the_caller(model):
+    t = translator(model, GreedySearch(model.decode_step))
+    decode = t._decode
+
+    def failing(src, max_lengths, row_ids):  # batches of more than 2 sentences fail when they run
+        tf.debugging.assert_less(tf.shape(src)[0], 3, message="batch too large")
+        return decode(src, max_lengths, row_ids)
+
+    spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)]
+    t._decode = tf.function(failing, input_signature=spec)
+    assert len(t.hypotheses(sentences(6, seed=9), batch_size=2, workers=2)) == 6
+    with pytest.raises(tf.errors.InvalidArgumentError, match="batch too large"):
+        t.hypotheses(sentences(12, seed=9), batch_size=3, workers=2)
+
+
+def test_workers_share_the_cores_before_tensorflow_runs():
+    """In a fresh process (TensorFlow's threads can be set only before its first operation): by default
+    two workers with half the cores each, or what --workers asks; inside a pipeline, or once TensorFlow
+    runs, the threads stay as they are and the default is one worker."""
+    import os
+    import subprocess
+    import sys
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    code = """if True:
+        import sys
+        import tensorflow as tf
+        from mt.translate import decoding_workers
+        workers, share = {"auto": None}.get(sys.argv[1], sys.argv[1]), sys.argv[2] == "share"
+        if sys.argv[3] == "running":
+            tf.constant(1.0) + 1.0
+        found = decoding_workers(workers and int(workers), share)
+        print(found, tf.config.threading.get_intra_op_parallelism_threads())
+    """
+
+    def ask(workers, share="share", state="fresh"):
+        out = subprocess.run([sys.executable, "-c", code, workers, share, state], capture_output=True, text=True,
+                             check=True).stdout.split()
+        return int(out[0]), int(out[1])
+
+    assert ask("auto") == ((2, cores // 2) if cores >= 2 else (1, 0))
+    assert ask("4") == (4, max(1, cores // 4))
+    assert ask("1") == (1, 0)  # one worker: TensorFlow's own default threads
+    assert ask("auto", "keep") == (1, 0) and ask("auto", "share", "running") == (1, 0)
+    assert ask("3", "keep") == (3, 0)
+    with pytest.raises(UserError, match="--workers must be at least 1"):
+        from mt.translate import decoding_workers
+
+        decoding_workers(0)
+
+
 def test_batching_by_sentences_and_by_tokens():
     lengths = [5, 0, 3, 9, 3, 1, 7]
     assert make_batches(lengths, 3) == [[5, 2, 4], [0, 6, 3]]
@@ -261,6 +333,7 @@ def test_translate_command_plain_and_n_best_output(run_dir):
     (["--search", "sample", "--top-p", "0"], "--top-p must be in (0, 1]"),
     (["--search", "sample", "--temperature", "0"], "--temperature must be positive"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--workers", "0"], "--workers must be at least 1"),
 ])
 def test_bad_options_are_one_line_errors(run_dir, args, message):
     result = mt("translate", str(run_dir / "input.txt"), "--model", str(run_dir), *args)
@@ -292,3 +365,4 @@ def test_the_default_batch_holds_about_320_search_rows():
     assert default_batch_size("greedy", 5) == 320 and default_batch_size("sample", 5) == 320
     assert default_batch_size("beam", 5) == 64 and default_batch_size("beam", 1000) == 1
     assert default_batch_size("beam", 5, "tokens") == 32 * 64
+    assert default_batch_size("greedy", 5, workers=2) == 160 and default_batch_size("beam", 5, workers=2) == 32
