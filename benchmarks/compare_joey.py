@@ -12,7 +12,9 @@ Joey NMT runs in its own virtual environment (OUT/joey-venv: torch 2.13.0 CPU, j
 first run); it is a benchmark dependency only. Peak memory is the peak resident set (VmHWM) of the training
 process. Training speed is the median of the target tokens/s each toolkit logs, steady state (the first log
 line of each run is left out). Decoding time is the wall time of the whole translate command, start-up and
-model loading included, for both.
+model loading included, for both: the median of --repeats rounds, each round running every toolkit's
+commands one after the other (Joey greedy, mt greedy, Joey beam 5, mt beam 5), so that a slow spell of this
+shared machine falls on both toolkits rather than on one.
 
 The corpus folder is what pipelines/bible/build_corpus.py writes (train/dev/test .es and .en).
 """
@@ -180,19 +182,18 @@ def joey(args, corpus, out):
     result = {"name": "Joey NMT 2.3.0 (rnn-base-cpu)", "toolkit": "joey", "checkpoint": ckpt,
               "steps": max(steps, default=0), "peak_gib": peak, "train_seconds": seconds,
               "tokens_per_s": statistics.median(speeds[1:] or speeds or [0.0])}
-    return joey_decode(result, corpus, out)
+    return result
 
 
-def joey_decode(result, corpus, out):
+def joey_decoding(result, corpus, out):
+    """{"greedy": (command, output path), "beam5": ...}"""
     python = joey_venv(out)
     spm_dir, model_dir = os.path.join(out, "joey-spm"), os.path.join(out, "joey-model")
+    commands = {}
     for beam, name in ((1, "greedy"), (5, "beam5")):
-        hyp = os.path.join(out, f"joey.{name}.en")
         config = joey_config(out, corpus, spm_dir, model_dir, beam, result["checkpoint"])
-        result[f"{name}_seconds"] = timed([python, "-m", "joeynmt", "translate", config],
-                                          os.path.join(corpus, "test.es"), hyp)
-        result[f"{name}_hyp"] = hyp
-    return result
+        commands[name] = ([python, "-m", "joeynmt", "translate", config], os.path.join(out, f"joey.{name}.en"))
+    return commands
 
 
 # -- mt ----------------------------------------------------------------------------------------------
@@ -216,18 +217,32 @@ def mt(args, corpus, out, config):
         speeds = [r["tokens_per_s"] for r in map(json.loads, f) if r["kind"] == "train"]
     result = {"name": f"mt ({config})", "toolkit": "mt", "model": model, "steps": done["step"], "peak_gib": peak,
               "train_seconds": seconds, "tokens_per_s": statistics.median(speeds[1:] or speeds or [0.0])}
-    return mt_decode(result, corpus)
-
-
-def mt_decode(result, corpus):
-    model = result["model"]
-    for search, name in (("greedy", "greedy"), ("beam", "beam5")):
-        hyp = f"{model}.{name}.en"
-        result[f"{name}_seconds"] = timed([sys.executable, "-m", "mt.cli", "translate", "-", "--model", model,
-                                           "--search", search, "--beam-size", "5"],
-                                          os.path.join(corpus, "test.es"), hyp)
-        result[f"{name}_hyp"] = hyp
     return result
+
+
+def mt_decoding(result):
+    """{"greedy": (command, output path), "beam5": ...}"""
+    model = result["model"]
+    return {name: ([sys.executable, "-m", "mt.cli", "translate", "-", "--model", model, "--search", search,
+                    "--beam-size", "5"], f"{model}.{name}.en")
+            for search, name in (("greedy", "greedy"), ("beam", "beam5"))}
+
+
+def decode_all(results, corpus, out, repeats):
+    """Time every toolkit's greedy and beam-5 decoding of the test books, `repeats` rounds taking turns;
+    each result gets the median seconds, every round's seconds and its output file."""
+    commands = [joey_decoding(r, corpus, out) if r["toolkit"] == "joey" else mt_decoding(r) for r in results]
+    times = [{name: [] for name in c} for c in commands]
+    for round_ in range(repeats):
+        for name in ("greedy", "beam5"):
+            for result, command, seconds in zip(results, commands, times):
+                log(f"round {round_ + 1}/{repeats}: {result['name']} {name}")
+                seconds[name].append(timed(command[name][0], os.path.join(corpus, "test.es"), command[name][1]))
+    for result, command, seconds in zip(results, commands, times):
+        for name, (_, hyp) in command.items():
+            result[f"{name}_seconds"] = statistics.median(seconds[name])
+            result[f"{name}_all_seconds"] = seconds[name]
+            result[f"{name}_hyp"] = hyp
 
 
 # -- scores and table --------------------------------------------------------------------------------
@@ -277,6 +292,8 @@ def main():
     parser.add_argument("--decode-only", action="store_true",
                         help="keep the trained models and training figures of OUT/results.json; decode and "
                         "score again (e.g. after a change to decoding), every toolkit in the same invocation")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds of decoding (each toolkit's greedy and beam 5 in turn); the median counts")
     args = parser.parse_args()
     corpus, out = os.path.abspath(args.corpus), os.path.abspath(args.out)
     for split in ("train", "dev", "test"):
@@ -285,24 +302,33 @@ def main():
                 sys.exit(f"error: {corpus}/{split}.{lang} is missing: build the corpus first with "
                          "`python pipelines/bible/build_corpus.py --out work/bible/corpus`")
     os.makedirs(out, exist_ok=True)
+    if args.repeats < 1:
+        sys.exit("error: --repeats must be at least 1")
     if args.decode_only:
         with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
-            trained = json.load(f)
-        decode = {"joey": lambda r: joey_decode(r, corpus, out), "mt": lambda r: mt_decode(r, corpus)}
-        runs = [lambda r=r: decode[r["toolkit"]](r) for r in trained]
+            results = json.load(f)
     else:
+        results = []
         runs = ([] if args.skip_joey else [lambda: joey(args, corpus, out)])
         runs += [lambda c=config: mt(args, corpus, out, c) for config in filter(None, args.mt_configs.split(","))]
-    results = []
-    for one in runs:  # results so far are saved after each run
-        results.append(one())
-        score(results[-1], corpus)
-        report = f"{args.minutes:g} minutes of training each, {os.cpu_count()} CPU cores\n\n{table(results)}\n"
-        with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
+        for one in runs:  # the training figures so far are saved after each run
+            results.append(one())
+            save(out, results)
+    decode_all(results, corpus, out, args.repeats)
+    for result in results:
+        score(result, corpus)
+    report = (f"{args.minutes:g} minutes of training each, {os.cpu_count()} CPU cores; decoding: median of "
+              f"{args.repeats} rounds\n\n{table(results)}\n")
+    save(out, results, report)
+    print(report)
+
+
+def save(out, results, report=None):
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+    if report is not None:
         with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as f:
             f.write(report)
-    print(report)
 
 
 if __name__ == "__main__":

@@ -202,9 +202,9 @@ def decoding_workers(workers=None, share_cores=True):
 
     On a CPU, one batch at a time leaves cores idle: between its large matrix products a step runs many
     small operations one after another, and each product is split across every core, which costs
-    synchronization. Two batches, each with half the cores' threads, fill each other's gaps; on 2 cores
-    greedy decoding of the Bible test books took 12-15% less time and beam 5 about 23% less
-    (BENCHMARKS.md). `workers` None means that default: 2 on a CPU with at least 2 cores, 1 with a GPU
+    synchronization. Two batches, each with half the cores' threads, fill each other's gaps: on 2 cores,
+    decoding the Bible test books took 10-15% less time in one process, and whole `mt translate` commands
+    5% less greedily and 13% less with beam 5 (docs/design.md, "Several batches at once"). `workers` None means that default: 2 on a CPU with at least 2 cores, 1 with a GPU
     (one large batch keeps a GPU busy). With `share_cores`, TensorFlow's threads per operation become
     cores / workers; that is possible only before TensorFlow has run its first operation, and it holds
     for the rest of the process, so `mt pipeline` (which runs its stages in one process) leaves them
