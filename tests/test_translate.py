@@ -185,9 +185,9 @@ def test_a_workers_error_reaches_the_caller(model):
 
 
 def test_workers_share_the_cores_before_tensorflow_runs():
-    """In a fresh process (TensorFlow's threads can be set only before its first operation): by default
-    two workers with half the cores each, or what --workers asks; inside a pipeline, or once TensorFlow
-    runs, the threads stay as they are and the default is one worker."""
+    """In fresh processes (TensorFlow's threads can be set only before its first operation): by default
+    two workers with half the cores each, or what --workers asks; inside a pipeline ("keep"), or once
+    TensorFlow runs, the threads stay as they are and the default is one worker."""
     import os
     import subprocess
     import sys
@@ -197,23 +197,25 @@ def test_workers_share_the_cores_before_tensorflow_runs():
         import sys
         import tensorflow as tf
         from mt.translate import decoding_workers
-        workers, share = {"auto": None}.get(sys.argv[1], sys.argv[1]), sys.argv[2] == "share"
-        if sys.argv[3] == "running":
-            tf.constant(1.0) + 1.0
-        found = decoding_workers(workers and int(workers), share)
-        print(found, tf.config.threading.get_intra_op_parallelism_threads())
+        for step in sys.argv[1:]:  # run | keep:N | share:N, N a worker count or auto
+            if step == "run":
+                tf.constant(1.0) + 1.0
+                continue
+            how, workers = step.split(":")
+            found = decoding_workers(None if workers == "auto" else int(workers), how == "share")
+            print(found, tf.config.threading.get_intra_op_parallelism_threads())
     """
 
-    def ask(workers, share="share", state="fresh"):
-        out = subprocess.run([sys.executable, "-c", code, workers, share, state], capture_output=True, text=True,
+    def ask(*steps):
+        out = subprocess.run([sys.executable, "-c", code, *steps], capture_output=True, text=True,
                              check=True).stdout.split()
-        return int(out[0]), int(out[1])
+        return [(int(a), int(b)) for a, b in zip(out[::2], out[1::2])]
 
-    assert ask("auto") == ((2, cores // 2) if cores >= 2 else (1, 0))
-    assert ask("4") == (4, max(1, cores // 4))
-    assert ask("1") == (1, 0)  # one worker: TensorFlow's own default threads
-    assert ask("auto", "keep") == (1, 0) and ask("auto", "share", "running") == (1, 0)
-    assert ask("3", "keep") == (3, 0)
+    # keeping the threads changes nothing, so the process is still fresh for the default after it
+    default = (2, cores // 2) if cores >= 2 else (1, 0)
+    assert ask("keep:auto", "keep:3", "share:1", "share:auto") == [(1, 0), (3, 0), (1, 0), default]
+    assert ask("share:4") == [(4, max(1, cores // 4))]
+    assert ask("run", "share:auto") == [(1, 0)]
     with pytest.raises(UserError, match="--workers must be at least 1"):
         from mt.translate import decoding_workers
 
