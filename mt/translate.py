@@ -106,7 +106,7 @@ class Translator:
             limits = [int(max_length_ratio * len(e)) + LENGTH_EXTRA for e in sources]
             jobs.append((batch, pad_sources(sources), np.array(limits, np.int32), np.array(batch, np.int32)))
         with _maybe_progress(self._decode_jobs(jobs, workers), progress, "translating", len(jobs)) as bar:
-            for (batch, src, _, _), out in bar:
+            for (batch, *_), out in bar:
                 for i, found in zip(batch, self._unpack(out, [len(encoded[i]) for i in batch])):
                     results[i] = found
         return results
@@ -204,8 +204,10 @@ def decoding_workers(workers=None, share_cores=True):
     small operations one after another, and each product is split across every core, which costs
     synchronization. Two batches, each with half the cores' threads, fill each other's gaps: on 2 cores,
     decoding the Bible test books took 10-15% less time in one process, and whole `mt translate` commands
-    5% less greedily and 13% less with beam 5 (docs/design.md, "Several batches at once"). `workers` None means that default: 2 on a CPU with at least 2 cores, 1 with a GPU
-    (one large batch keeps a GPU busy). With `share_cores`, TensorFlow's threads per operation become
+    5% less greedily and 13% less with beam 5 (docs/design.md, "Several batches at once").
+
+    `workers` None means the default: 2 on a CPU with at least 2 cores, 1 with a GPU (one large batch
+    keeps a GPU busy). With `share_cores`, TensorFlow's threads per operation become
     cores / workers; that is possible only before TensorFlow has run its first operation, and it holds
     for the rest of the process, so `mt pipeline` (which runs its stages in one process) leaves them
     alone, and so does a caller that has run TensorFlow already; then the default is 1 worker.
