@@ -95,21 +95,27 @@ class Translator:
         `workers` > 1 decodes that many batches at once, each in its own thread (see `decoding_workers`
         for the threads TensorFlow should then give each batch). The output is the same: a sentence's
         result does not depend on which batch it is in or when that batch runs."""
-        from mt.data import pad_sources
-
         encoded = self._encode(lines)
         results = [[EMPTY] for _ in lines]
         jobs = []
         for batch in make_batches([len(e) for e in encoded], batch_size, batch_type):
             batch = sorted(batch, key=lambda i: -len(encoded[i]))  # longest first, for the encoder
-            sources = [encoded[i] for i in batch]
-            limits = [int(max_length_ratio * len(e)) + LENGTH_EXTRA for e in sources]
-            jobs.append((batch, pad_sources(sources), np.array(limits, np.int32), np.array(batch, np.int32)))
+            jobs.append((batch, [encoded[i] for i in batch], max_length_ratio))
         with _maybe_progress(self._decode_jobs(jobs, workers), progress, "translating", len(jobs)) as bar:
-            for (batch, *_), out in bar:
-                for i, found in zip(batch, self._unpack(out, [len(encoded[i]) for i in batch])):
+            for (batch, sources, _), out in bar:
+                for i, found in zip(batch, self._unpack(out, [len(e) for e in sources])):
                     results[i] = found
         return results
+
+    def _decode_job(self, job):
+        """One batch (sentence indices, their pieces longest first, the length ratio) -> the search's
+        result as numpy arrays."""
+        from mt.data import pad_sources
+
+        batch, sources, ratio = job
+        limits = [int(ratio * len(e)) + LENGTH_EXTRA for e in sources]
+        out = self._decode(pad_sources(sources), np.array(limits, np.int32), np.array(batch, np.int32))
+        return type(out)(*(None if x is None else x.numpy() for x in out))
 
     def _decode_jobs(self, jobs, workers):
         """Yield (job, the search's tensors as numpy arrays) for every job, in the order they finish.
@@ -119,14 +125,14 @@ class Translator:
         settings per thread, and a worker calling a traced function runs no model code."""
         if workers <= 1 or len(jobs) <= 1:
             for job in jobs:
-                yield job, _to_numpy(self._decode(*job[1:]))
+                yield job, self._decode_job(job)
             return
         import queue
         import threading
 
         self._decode.get_concrete_function()
         todo, finished = queue.SimpleQueue(), queue.SimpleQueue()
-        for job in sorted(jobs, key=lambda job: -job[1].size):
+        for job in sorted(jobs, key=lambda job: -len(job[1]) * len(job[1][0])):  # sentences x longest
             todo.put(job)
 
         def work():
@@ -136,7 +142,7 @@ class Translator:
                 except queue.Empty:
                     return
                 try:
-                    finished.put((job, _to_numpy(self._decode(*job[1:]))))
+                    finished.put((job, self._decode_job(job)))
                 except BaseException as error:  # handed to the caller's thread, which raises it
                     finished.put((job, error))
                     return
@@ -293,11 +299,6 @@ def make_search(model, search="beam", beam_size=5, length_penalty=0.6, coverage_
         raise UserError("--coverage-penalty needs a model with attention (this one has model.attention: none)")
     return searches.BeamSearch(model.decode_step, beam_size, length_penalty, coverage_penalty, n_best,
                                stop=beam_stop)
-
-
-def _to_numpy(out):
-    """A search's result (a tuple of tensors, None entries kept) as numpy arrays."""
-    return type(out)(*(None if x is None else x.numpy() for x in out))
 
 
 def _maybe_progress(items, show, label, length=None):
