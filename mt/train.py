@@ -327,7 +327,13 @@ class Trainer:
                 if reason:
                     break
         except (KeyboardInterrupt, Stop):
-            self._save_checkpoint()
+            # a second Ctrl-C or SIGTERM must not cut the checkpoint short: both wait until it is written
+            held = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                self._save_checkpoint()
+            finally:
+                for s, handler in held.items():
+                    signal.signal(s, handler)
             click.echo(f"\ninterrupted at step {self.count('step')}: checkpoint saved; run the same command "
                        "again to resume", err=True)
             raise KeyboardInterrupt from None

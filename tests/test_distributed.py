@@ -151,6 +151,36 @@ def test_sigterm_saves_a_checkpoint_before_exiting(data):
     assert "checkpoint saved" in err and checkpoint_steps(run)
 
 
+def test_a_second_signal_does_not_cut_the_interrupted_runs_checkpoint_short(data, tmp_path, monkeypatch):
+    """Ctrl-C (here: at the second step), then SIGTERM while the checkpoint is being written: the checkpoint
+    is written all the same and the run ends as interrupted, not with a traceback from inside the save."""
+    import tensorflow as tf
+
+    from mt.config import Config
+    from mt.train import Trainer, load_manifest
+
+    trainer = Trainer(Config.load(str(data / "tiny.yaml")), str(data / "data"), load_manifest(str(data / "data")),
+                      str(tmp_path / "run"), tf.distribute.OneDeviceStrategy("/cpu:0"))
+    advance, save = trainer._advance, trainer._save_checkpoint
+
+    def advance_then_interrupt(*args):
+        advance(*args)
+        if trainer.count("step") == 2:
+            raise KeyboardInterrupt
+
+    def save_while_signalled():
+        os.kill(os.getpid(), signal.SIGTERM)
+        save()
+
+    monkeypatch.setattr(trainer, "_advance", advance_then_interrupt)
+    monkeypatch.setattr(trainer, "_save_checkpoint", save_while_signalled)
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert checkpoint_steps(tmp_path / "run") == [2]
+    assert signal.getsignal(signal.SIGTERM) == previous
+
+
 def free_ports(n):
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:
