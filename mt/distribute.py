@@ -46,6 +46,14 @@ def native_bfloat16(cpuinfo="/proc/cpuinfo"):
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def usable_cores():
+    """The CPU cores this process may run on (its affinity mask where the system has one, as under
+    taskset or a container's CPU set), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def resolve_precision(precision, cpuinfo="/proc/cpuinfo"):
     """The training precision for `precision`: "auto" is mixed_bfloat16 on a machine without GPUs whose
     CPU has native bfloat16 products, float32 elsewhere; any other value is returned as it is."""

@@ -39,8 +39,10 @@ DEFAULT_MAX_SENTENCES = 500_000  # about 1.2 GB of trainer memory for 25-word se
 
 
 def _threads():
-    """Threads for SentencePiece: every core of the machine."""
-    return os.cpu_count() or 1
+    """Threads for SentencePiece: every core this process may use."""
+    from mt.distribute import usable_cores
+
+    return usable_cores()
 
 
 def _is_path(value):

@@ -220,11 +220,13 @@ def decoding_workers(workers=None, share_cores=True):
     """
     import tensorflow as tf
 
+    from mt.distribute import usable_cores
+
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     if tf.config.list_physical_devices("GPU"):
         return workers or 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     wanted = workers or (2 if cores >= 2 else 1)
     if wanted == 1:
         return 1

@@ -188,11 +188,12 @@ def test_workers_share_the_cores_before_tensorflow_runs():
     """In fresh processes (TensorFlow's threads can be set only before its first operation): by default
     two workers with half the cores each, or what --workers asks; inside a pipeline ("keep"), or once
     TensorFlow runs, the threads stay as they are and the default is one worker."""
-    import os
     import subprocess
     import sys
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from mt.distribute import usable_cores
+
+    cores = usable_cores()
     code = """if True:
         import sys
         import tensorflow as tf
