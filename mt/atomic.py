@@ -1,4 +1,6 @@
-"""Atomic writes: write to a temporary file beside the target, then rename over it."""
+"""Atomic, durable writes: write a temporary file beside the target, flush it to disk, rename it over
+the target, and flush the folder, so that after a crash or power loss the target is the old file or the
+whole new one, never a part."""
 
 import contextlib
 import json
@@ -6,9 +8,29 @@ import os
 import tempfile
 
 
+def fsync_folder(folder):
+    """Make a rename in `folder` durable (where the platform can open folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path):
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path in the target's folder; on success rename it to `path`, else delete it."""
+    """Yield a temporary path in the target's folder; on success flush it, rename it to `path` and flush
+    the folder; on failure delete it."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -17,7 +39,9 @@ def atomic_path(path):
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it ordinary permissions
     try:
         yield tmp
+        fsync_file(tmp)
         os.replace(tmp, path)
+        fsync_folder(folder)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
@@ -42,3 +66,8 @@ def write_json(path, obj):
     with atomic_open(path) as f:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+def write_bytes(path, data):
+    with atomic_open(path, "wb") as f:
+        f.write(data)

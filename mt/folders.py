@@ -1,0 +1,281 @@
+"""The two folders data flows through, and every file name in them.
+
+    DataFolder   written by `mt preprocess`, read by `mt train`:
+                 manifest.json (written last: a folder without it is incomplete), the tokenizers
+                 src.spm.model and tgt.spm.model, id shards train.NNN.npz and dev.NNN.npz (mt/shards.py),
+                 the cleaned dev text dev.src.txt and dev.tgt.txt
+    RunFolder    written by `mt train`, read by translate, inspect and the pipeline:
+                 config.yaml (the settings used), data.json (vocabulary sizes and where the data came
+                 from), the tokenizers, weights/best.weights.h5 and weights/last.weights.h5,
+                 checkpoints/ (for resuming), metrics.jsonl, tb/ (TensorBoard), done.json (written when
+                 the run has finished)
+
+No other module spells these names: they ask a folder object for its paths and records. Records are
+JSON, read with one-line errors naming the file, and written atomically and durably (mt/atomic.py).
+"""
+
+import json
+import os
+
+from mt.atomic import atomic_path, write_json
+from mt.errors import UserError
+
+MANIFEST_FORMAT = 1
+SIDES = ("src", "tgt")
+
+
+def read_json(path, what):
+    """The JSON object in `path`; a missing, unreadable or malformed file is a one-line UserError."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: {what}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path} is damaged (not valid JSON: {str(e).splitlines()[0]}): {what}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} is damaged (not a JSON object): {what}")
+    return value
+
+
+def bare_name(name, where):
+    """`name` if it is a plain file name (no folder part, not hidden, not . or ..), else a UserError: a
+    folder's records may only name files inside that folder."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".")
+            or os.path.basename(name) != name or "/" in name or "\\" in name or "\0" in name):
+        raise UserError(f"{where}: {name!r} is not a file name inside the folder; run `mt preprocess` again")
+    return name
+
+
+class DataFolder:
+    """A prepared data folder."""
+
+    MANIFEST = "manifest.json"
+    TOKENIZERS = {"src": "src.spm.model", "tgt": "tgt.spm.model"}
+    DEV_TEXT = {"src": "dev.src.txt", "tgt": "dev.tgt.txt"}
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._manifest = None
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    @property
+    def manifest_path(self):
+        return self.file(self.MANIFEST)
+
+    def is_complete(self):
+        return os.path.isfile(self.manifest_path)
+
+    def manifest(self):
+        """The manifest, checked: its format, and the file names it gives (bare names in this folder)."""
+        if self._manifest is None:
+            if not self.is_complete():
+                raise UserError(f"{self.path} is not a prepared data folder (no {self.MANIFEST}): run "
+                                "`mt preprocess` first")
+            manifest = read_json(self.manifest_path, "run `mt preprocess` again")
+            where = self.manifest_path
+            if manifest.get("format") != MANIFEST_FORMAT:
+                raise UserError(f"{where}: format {manifest.get('format')!r}, this mt reads format "
+                                f"{MANIFEST_FORMAT}: run `mt preprocess` again")
+            try:
+                for side in SIDES:
+                    bare_name(manifest["tokenizers"][side], where)
+                    int(manifest["vocab"][side])
+                for split in ("train", "dev"):
+                    for name in manifest["splits"][split]["shards"]:
+                        bare_name(name, where)
+                for name in (manifest.get("dev_text") or {}).values():
+                    bare_name(name, where)
+            except (KeyError, TypeError, ValueError) as e:
+                raise UserError(f"{where} is damaged (missing or wrong entry {e}): run `mt preprocess` "
+                                "again") from None
+            self._manifest = manifest
+        return self._manifest
+
+    # -- paths, from the manifest once it exists ------------------------------------------------------
+
+    def tokenizer_path(self, side):
+        return self.file(self.manifest()["tokenizers"][side])
+
+    def new_tokenizer_path(self, side):
+        """Where preprocess writes the tokenizer of `side`."""
+        return self.file(self.TOKENIZERS[side])
+
+    def shard_names(self, split):
+        splits = self.manifest()["splits"]
+        if split not in splits:
+            raise UserError(f"{self.manifest_path} has no split {split!r} (it has: {', '.join(sorted(splits))})")
+        return list(splits[split]["shards"])
+
+    def dev_text_path(self, side):
+        """The cleaned dev text of `side`, or None when the manifest lists none."""
+        names = self.manifest().get("dev_text")
+        return self.file(names[side]) if names else None
+
+    def new_dev_text_path(self, side):
+        return self.file(self.DEV_TEXT[side])
+
+    def vocab_sizes(self):
+        vocab = self.manifest()["vocab"]
+        return int(vocab["src"]), int(vocab["tgt"])
+
+    def read_split(self, split):
+        """(source sequences, target sequences) of a split, from its shards in order."""
+        from mt.shards import read_split
+
+        return read_split(self.path, self.shard_names(split))
+
+    # -- writing (preprocess) -------------------------------------------------------------------------
+
+    def write_manifest(self, manifest):
+        write_json(self.manifest_path, manifest)
+        self._manifest = None
+
+    def remove_manifest(self):
+        """First step of a rewrite: the folder stops looking complete."""
+        if os.path.exists(self.manifest_path):
+            os.remove(self.manifest_path)
+        self._manifest = None
+
+
+class RunFolder:
+    """A run folder: one training run, and everything translate needs."""
+
+    CONFIG = "config.yaml"
+    DATA_INFO = "data.json"
+    DONE = "done.json"
+    METRICS = "metrics.jsonl"
+    WEIGHTS = "weights"
+    CHECKPOINTS = "checkpoints"
+    TENSORBOARD = "tb"
+    TOKENIZERS = {"src": "src.spm.model", "tgt": "tgt.spm.model"}
+    WEIGHT_NAMES = ("best", "last")
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    @property
+    def config_path(self):
+        return self.file(self.CONFIG)
+
+    @property
+    def data_info_path(self):
+        return self.file(self.DATA_INFO)
+
+    @property
+    def done_path(self):
+        return self.file(self.DONE)
+
+    @property
+    def metrics_path(self):
+        return self.file(self.METRICS)
+
+    @property
+    def checkpoints_dir(self):
+        return self.file(self.CHECKPOINTS)
+
+    @property
+    def tensorboard_dir(self):
+        return self.file(self.TENSORBOARD)
+
+    @property
+    def weights_dir(self):
+        return self.file(self.WEIGHTS)
+
+    def tokenizer_path(self, side):
+        return self.file(self.TOKENIZERS[side])
+
+    def weights_path(self, name):
+        return os.path.join(self.weights_dir, f"{name}.weights.h5")
+
+    # -- records --------------------------------------------------------------------------------------
+
+    def is_run(self):
+        return os.path.isfile(self.data_info_path)
+
+    def data_info(self):
+        if not self.is_run():
+            raise UserError(f"{self.path} is not a run folder (no {self.DATA_INFO}): train one with `mt train`")
+        return read_json(self.data_info_path, "train the run again with `mt train`")
+
+    def write_data_info(self, info):
+        write_json(self.data_info_path, info)
+
+    def vocab_sizes(self):
+        info = self.data_info()
+        try:
+            return int(info["src_vocab"]), int(info["tgt_vocab"])
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{self.data_info_path} is damaged (no vocabulary sizes): train the run again") from None
+
+    def done(self):
+        """The record of a finished run, or None while it is unfinished."""
+        if not os.path.exists(self.done_path):
+            return None
+        return read_json(self.done_path, f"delete it to let `mt train` finish the run again")
+
+    def write_done(self, info):
+        write_json(self.done_path, info)
+
+    def has_config(self):
+        return os.path.isfile(self.config_path)
+
+    def load_config(self):
+        from mt.config import Config
+
+        return Config.load(self.config_path)
+
+    def save_config(self, config):
+        config.save(self.config_path)
+
+    # -- weights and tokenizers -----------------------------------------------------------------------
+
+    def existing_weights(self, name="best"):
+        """The weights file `name`, or the other one when it does not exist yet; a UserError without any."""
+        if name not in self.WEIGHT_NAMES:
+            raise UserError(f"unknown weights {name!r}: choose one of {', '.join(self.WEIGHT_NAMES)}")
+        for candidate in (name, *[n for n in self.WEIGHT_NAMES if n != name]):
+            if os.path.exists(self.weights_path(candidate)):
+                return self.weights_path(candidate)
+        raise UserError(f"{self.path} holds no weights yet ({self.WEIGHTS}/{name}.weights.h5): let training "
+                        "reach its first validation")
+
+    def save_weights(self, model, name):
+        """Save the model's weights as `name`, atomically and durably."""
+        path = self.weights_path(name)
+        os.makedirs(self.weights_dir, exist_ok=True)
+        with atomic_path(path) as tmp:
+            # Keras insists on the .weights.h5 ending: a temporary name with it, in the same folder
+            staged = tmp + ".weights.h5"
+            try:
+                model.save_weights(staged)
+                os.replace(staged, tmp)
+            finally:
+                if os.path.exists(staged):
+                    os.remove(staged)
+
+    def copy_tokenizers(self, data_folder):
+        """Copy the data folder's tokenizers in (replacing any older copy), after checking that each
+        loads as a SentencePiece model with mt's special ids."""
+        from mt.atomic import write_bytes
+        from mt.tokenizer import Tokenizer
+
+        for side in SIDES:
+            source = data_folder.tokenizer_path(side)
+            Tokenizer(source)  # a UserError unless it is a SentencePiece model with mt's ids
+            with open(source, "rb") as f:
+                write_bytes(self.tokenizer_path(side), f.read())
+
+    def tokenizers(self):
+        from mt.tokenizer import Tokenizer
+
+        return tuple(Tokenizer(self.tokenizer_path(side)) for side in SIDES)
