@@ -162,10 +162,10 @@ def main(argv=None):
     args = parse_args(argv)
     import tensorflow as tf
 
-    from mt.translate import load_translator, read_lines
+    from mt.translate import load_translator, read_source
 
     translator = load_translator(args.model)
-    lines = [line for line in read_lines(args.input) if line][:args.sentences]
+    lines = [line for line in read_source(args.input) if line][:args.sentences]
     print(f"model {args.model}, input {args.input}: {len(lines)} sentences; TensorFlow {tf.__version__}, "
           f"{os.cpu_count()} CPU(s); beam {args.beam_size}, length penalty {args.length_penalty}; "
           f"median of {args.repeats} runs")

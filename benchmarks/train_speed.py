@@ -136,7 +136,7 @@ def main():
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
-    from mt.cli import import_tensorflow_quietly
+    from mt.runtime import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     from mt.config import Config

@@ -4,59 +4,24 @@ TensorFlow is imported only inside the stages, so `mt --help` answers at once.
 """
 
 import functools
-import os
 import sys
 
 import click
 
 from mt import __version__
 from mt.errors import UserError
+from mt.runtime import import_tensorflow_quietly
 
 
-NO_TENSORFLOW = ("mt.preprocess", "mt.evaluate")
-# True once `mt pipeline` runs stages in this process: a stage then leaves process-wide settings that later
-# stages would inherit (TensorFlow's threads) as they are
-IN_PIPELINE = False
+def stage(fn, tensorflow=True):
+    """Run a stage; a UserError becomes one line on stderr and exit code 1, never a traceback.
 
-
-def import_tensorflow_quietly():
-    """Import TensorFlow with its native start-up messages silenced.
-
-    TensorFlow's C++ side prints a few lines (CUDA probing, oneDNN notes) to file descriptor 2 before its
-    own logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide them; an import error still surfaces as a
-    Python exception once stderr is back.
-    """
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    # Keras imports matplotlib.pyplot at start-up when it is installed, for image galleries mt never
-    # draws: 0.7 s of every command. It is hidden during the import (Keras then leaves those functions
-    # without matplotlib) and importable again after it, for mt's own plots.
-    hide_matplotlib = "matplotlib" not in sys.modules
-    if hide_matplotlib:
-        sys.modules["matplotlib"] = None
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            try:
-                import tensorflow  # noqa: F401
-                import keras  # noqa: F401
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
-        if hide_matplotlib and sys.modules.get("matplotlib", False) is None:
-            del sys.modules["matplotlib"]
-
-
-def stage(fn):
-    """Run a stage; a UserError becomes one line on stderr and exit code 1, never a traceback."""
+    `tensorflow`: the stage needs TensorFlow, imported first with its start-up noise silenced."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            if fn.__module__ not in NO_TENSORFLOW:
+            if tensorflow:
                 import_tensorflow_quietly()
             return fn(*args, **kwargs)
         except UserError as e:
@@ -111,7 +76,7 @@ def preprocess(**kwargs):
     """Check, clean and filter a parallel corpus, train SentencePiece, write a prepared data folder."""
     from mt import preprocess as stage_module
 
-    return stage(stage_module.run)(**kwargs)
+    return stage(stage_module.run, tensorflow=False)(**kwargs)
 
 
 @cli.command()
@@ -207,7 +172,7 @@ def evaluate(**kwargs):
     """
     from mt import evaluate as stage_module
 
-    return stage(stage_module.run)(**kwargs)
+    return stage(stage_module.run, tensorflow=False)(**kwargs)
 
 
 @cli.group()
@@ -222,7 +187,8 @@ def pipeline_run(path, force):
     """Run the stages of PATH in order, skipping those whose outputs are newer than their inputs."""
     from mt import pipeline as stage_module
 
-    return stage(stage_module.run)(path, force=force)
+    # the pipeline runs the other commands of this group; TensorFlow is imported by the stages that need it
+    return stage(stage_module.run, tensorflow=False)(path, cli.commands, force=force)
 
 
 @cli.group("inspect")

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 
 from mt.errors import UserError
+from mt.runtime import native_bfloat16
 
 STRATEGIES = ("auto", "one", "mirrored", "multi-worker", "tpu")
 
@@ -33,25 +34,6 @@ def cluster_spec():
         raise UserError('TF_CONFIG needs "cluster" and "task", e.g. {"cluster": {"worker": ["host:port", ...]}, '
                         '"task": {"type": "worker", "index": 0}}')
     return config
-
-
-def native_bfloat16(cpuinfo="/proc/cpuinfo"):
-    """True when the CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX). Elsewhere TensorFlow
-    emulates bfloat16 products, and they are slower than float32 ones."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def usable_cores():
-    """The CPU cores this process may run on (its affinity mask where the system has one, as under
-    taskset or a container's CPU set), at least 1."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def resolve_precision(precision, cpuinfo="/proc/cpuinfo"):

@@ -21,6 +21,7 @@ import os
 import click
 
 from mt.errors import UserError
+from mt.textio import read_lines
 
 METRICS = ("bleu", "chrf", "ter")
 LABELS = {"bleu": "BLEU", "chrf": "chrF", "ter": "TER"}
@@ -59,31 +60,6 @@ def score(hyps: list[str], refs: list[str], tokenize=None, lowercase=False) -> d
         result["signatures"][name] = str(metric.get_signature())
     result["sentences"] = len(hyps)
     return result
-
-
-def read_lines(path) -> list[str]:
-    """The lines of a UTF-8 text file, without line ends (and without a leading byte-order mark).
-
-    Lines are split on '\\n' only, so other Unicode line separators inside a sentence stay in it.
-    """
-    try:
-        with open(path, "rb") as f:
-            raw_lines = f.read().split(b"\n")
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from e
-    if raw_lines and raw_lines[-1] == b"":
-        raw_lines.pop()  # the newline ending the last line does not start another one
-    lines = []
-    for number, raw in enumerate(raw_lines, start=1):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise UserError(f"{path}: line {number}: invalid UTF-8 byte 0x{raw[e.start]:02x} at byte "
-                            f"{e.start + 1} of the line; fix or re-encode the file") from e
-        lines.append(text.removesuffix("\r"))
-    if lines:
-        lines[0] = lines[0].removeprefix("\ufeff")
-    return lines
 
 
 def format_table(result: dict) -> str:

@@ -59,9 +59,10 @@ import time
 import click
 import yaml
 
-from mt import cli as mt_cli
 from mt.atomic import write_json
 from mt.errors import UserError
+from mt.folders import DataFolder, RunFolder
+from mt.runtime import shared_process
 
 MT_COMMANDS = ("preprocess", "train", "translate", "evaluate")
 EXTERNAL = "command"
@@ -99,8 +100,10 @@ class Stage:
 # Reading and checking the file
 
 
-def load(path) -> tuple[str, list[Stage]]:
-    """Read and check the whole pipeline; every error is raised here, before any stage runs."""
+def load(path, commands) -> tuple[str, list[Stage]]:
+    """Read and check the whole pipeline; every error is raised here, before any stage runs.
+
+    `commands` maps each `mt` command name to its click command."""
     try:
         with open(path, encoding="utf-8") as f:
             document = yaml.safe_load(f)
@@ -121,10 +124,10 @@ def load(path) -> tuple[str, list[Stage]]:
     if not isinstance(raw_stages, list) or not raw_stages:
         raise UserError(f"{path}: `stages` must be a non-empty list")
     name = document.get("name") or os.path.splitext(os.path.basename(path))[0]
-    return str(name), [parse_stage(path, number, raw) for number, raw in enumerate(raw_stages, start=1)]
+    return str(name), [parse_stage(path, number, raw, commands) for number, raw in enumerate(raw_stages, start=1)]
 
 
-def parse_stage(path, number, raw) -> Stage:
+def parse_stage(path, number, raw, commands) -> Stage:
     """Check one entry of `stages` and turn it into a Stage."""
     known = MT_COMMANDS + (EXTERNAL,)
     if not isinstance(raw, dict) or len(raw) != 1:
@@ -141,7 +144,7 @@ def parse_stage(path, number, raw) -> Stage:
         raise UserError(f"{where}: expected a mapping of settings, got {type(settings).__name__}")
     if name == EXTERNAL:
         return parse_external(number, where, settings)
-    command = mt_cli.cli.commands[name]
+    command = commands[name]
     values = settings_by_param(command, settings, where)
     argv = build_args(command, values, where)
     check_with_click(command, name, argv, where)
@@ -285,9 +288,9 @@ def mt_stage_files(name, values, where) -> tuple[list, list]:
     """(inputs, outputs) of an `mt` stage, from its settings keyed by click param name."""
     if name == "preprocess":
         keys = ("src", "tgt", "tsv", "dev_src", "dev_tgt", "dev_tsv")
-        return [values[k] for k in keys if values.get(k)], [os.path.join(values["out"], "manifest.json")]
+        return [values[k] for k in keys if values.get(k)], [DataFolder(values["out"]).manifest_path]
     if name == "train":
-        inputs = [os.path.join(values["data"], "manifest.json")]
+        inputs = [DataFolder(values["data"]).manifest_path]
         if values.get("config"):
             from mt.config import resolve_config_path
 
@@ -295,10 +298,10 @@ def mt_stage_files(name, values, where) -> tuple[list, list]:
                 inputs.append(resolve_config_path(str(values["config"])))
             except UserError as e:
                 raise UserError(f"{where}: {e}") from e
-        return inputs, [os.path.join(values["out"], "done.json")]
+        return inputs, [RunFolder(values["out"]).done_path]
     if name == "translate":
         inputs = [] if values["input"] == "-" else [values["input"]]
-        inputs.append(os.path.join(values["model"], "done.json"))
+        inputs.append(RunFolder(values["model"]).done_path)
         return inputs, [values["output"]] if values.get("output") else []
     return [values["ref"], values["hyp"]], []  # evaluate: no outputs, never skipped
 
@@ -349,12 +352,14 @@ def write_stamp(stage, pipeline_path):
 # Running
 
 
-def run_mt_command(stage):
-    """Invoke the `mt` command through click, as the command line would, and return its result."""
-    command = mt_cli.cli.commands[stage.name]
-    mt_cli.IN_PIPELINE = True
+def run_mt_command(stage, command):
+    """Invoke the `mt` command through click, as the command line would, and return its result.
+
+    The stages share this process, so each runs inside `shared_process`: none may fix process-wide
+    settings (TensorFlow's threads) that a later stage would inherit."""
     try:
-        return command.main(list(stage.argv), prog_name=f"mt {stage.name}", standalone_mode=False)
+        with shared_process():
+            return command.main(list(stage.argv), prog_name=f"mt {stage.name}", standalone_mode=False)
     except click.ClickException as e:
         raise UserError(f"{stage.where}: {e.format_message()}") from e
     except UserError as e:
@@ -387,11 +392,11 @@ def run_external(stage):
         raise UserError(f"{stage.where}: finished but did not write its declared output {missing[0]}")
 
 
-def run_stage(stage):
+def run_stage(stage, commands):
     """Run one stage; return what its stage function returns (the scores, for evaluate)."""
     if stage.name == EXTERNAL:
         return run_external(stage)
-    return run_mt_command(stage)
+    return run_mt_command(stage, commands[stage.name])
 
 
 def format_duration(seconds) -> str:
@@ -404,9 +409,10 @@ def format_duration(seconds) -> str:
     return f"{minutes // 60}h {minutes % 60:02d}m"
 
 
-def run(path, force=False):
-    """Run the pipeline in `path`; return the scores of its last evaluate stage (None without one)."""
-    name, stages = load(path)
+def run(path, commands, force=False):
+    """Run the pipeline in `path` with the click `commands` of `mt` (by name); return the scores of its
+    last evaluate stage (None without one)."""
+    name, stages = load(path, commands)
     started = time.monotonic()
     scores, stale, ran = None, force, 0
     for stage in stages:
@@ -417,7 +423,7 @@ def run(path, force=False):
         click.echo(f"{label}: running")
         stage_started = time.monotonic()
         forget_stamp(stage)
-        result = run_stage(stage)
+        result = run_stage(stage, commands)
         write_stamp(stage, path)
         ran += 1
         if stage.name == "evaluate":

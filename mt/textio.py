@@ -28,11 +28,12 @@ def display_name(path):
     return "stdin" if path == "-" else str(path)
 
 
-def iter_lines(path, on_invalid="error", replaced=None):
+def iter_lines(path, on_invalid="error", replaced=None, fix="convert the file to UTF-8"):
     """Yield the lines of `path` ('-': stdin) as str, without line ends.
 
     An invalid UTF-8 byte is a UserError naming file, line and byte, unless on_invalid == "replace": then
-    it becomes U+FFFD and `replaced[path]` (a Counter, if given) counts the lines concerned."""
+    it becomes U+FFFD and `replaced[path]` (a Counter, if given) counts the lines concerned. `fix` ends
+    the error message: how to mend the input."""
     f = _open_binary(path)
     try:
         for number, raw in enumerate(f, 1):
@@ -47,8 +48,7 @@ def iter_lines(path, on_invalid="error", replaced=None):
             except UnicodeDecodeError as e:
                 if on_invalid != "replace":
                     raise UserError(f"{display_name(path)}, line {number}: invalid UTF-8 byte "
-                                    f"0x{raw[e.start]:02x} at byte {e.start + 1} of the line; convert the file "
-                                    "to UTF-8 (preprocess: or pass --on-invalid replace)") from None
+                                    f"0x{raw[e.start]:02x} at byte {e.start + 1} of the line; {fix}") from None
                 if replaced is not None:
                     replaced[path] += 1
                 yield raw.decode("utf-8", errors="replace")

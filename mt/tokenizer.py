@@ -29,6 +29,8 @@ import sentencepiece as spm
 
 from mt.atomic import atomic_open
 from mt.errors import UserError
+from mt.runtime import usable_cores
+from mt.textio import iter_lines
 
 SPECIAL_PIECES = 4  # pad, unk, bos, eos
 BYTE_PIECES = 256
@@ -40,8 +42,6 @@ DEFAULT_MAX_SENTENCES = 500_000  # about 1.2 GB of trainer memory for 25-word se
 
 def _threads():
     """Threads for SentencePiece: every core this process may use."""
-    from mt.distribute import usable_cores
-
     return usable_cores()
 
 
@@ -66,9 +66,7 @@ def _file_lines(path):
     """Yield the lines of a UTF-8 text file, without line ends."""
     if not os.path.isfile(path):
         raise UserError(f"tokenizer training file not found: {os.fspath(path)}")
-    with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
-        for line in f:
-            yield line.rstrip("\r\n")
+    yield from iter_lines(os.fspath(path), on_invalid="replace")
 
 
 def _write_training_text(sentences_or_files, path):

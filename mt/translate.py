@@ -13,8 +13,6 @@ for greedy and sampling). A search that finds fewer than K distinct hypotheses w
 empty input line gets one empty hypothesis with scores 0.
 """
 
-import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -220,7 +218,7 @@ def decoding_workers(workers=None, share_cores=True):
     """
     import tensorflow as tf
 
-    from mt.distribute import usable_cores
+    from mt.runtime import usable_cores
 
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
@@ -319,24 +317,14 @@ def load_translator(run_dir, weights="best", precision="auto"):
     float32, mixed_bfloat16, mixed_float16."""
     import keras
 
-    from mt.config import PRECISIONS, Config
+    from mt.config import PRECISIONS
+    from mt.folders import RunFolder
     from mt.model import build_model, weights_to_be_loaded
-    from mt.tokenizer import Tokenizer
 
-    info_path = os.path.join(run_dir, "data.json")
-    if not os.path.exists(info_path):
-        raise UserError(f"{run_dir} is not a run folder (no data.json): train one with `mt train`")
-    with open(info_path, encoding="utf-8") as f:
-        info = json.load(f)
-    config = Config.load(os.path.join(run_dir, "config.yaml"))
-    path = os.path.join(run_dir, "weights", f"{weights}.weights.h5")
-    if not os.path.exists(path):
-        other = "last" if weights == "best" else "best"
-        fallback = os.path.join(run_dir, "weights", f"{other}.weights.h5")
-        if not os.path.exists(fallback):
-            raise UserError(f"{run_dir} holds no weights yet (weights/{weights}.weights.h5): let training "
-                            "reach its first validation")
-        path = fallback
+    run = RunFolder(run_dir)
+    src_vocab, tgt_vocab = run.vocab_sizes()
+    config = run.load_config()
+    path = run.existing_weights(weights)
     if precision == "auto":
         precision = config.train.precision
     if precision not in PRECISIONS:
@@ -345,45 +333,26 @@ def load_translator(run_dir, weights="best", precision="auto"):
     keras.mixed_precision.set_global_policy(precision)  # layers take the policy when they are built
     try:
         with weights_to_be_loaded():
-            model = build_model(config.model, info["src_vocab"], info["tgt_vocab"])
+            model = build_model(config.model, src_vocab, tgt_vocab)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     model.load_weights(path)
-    src_tok = Tokenizer(os.path.join(run_dir, "src.spm.model"))
-    tgt_tok = Tokenizer(os.path.join(run_dir, "tgt.spm.model"))
-    return Translator(model, src_tok, tgt_tok)
+    return Translator(model, *run.tokenizers())
 
 
-def read_lines(path):
-    """Read input lines ('-' is stdin) as UTF-8; an invalid byte is an error naming file and line."""
-    raw = sys.stdin.buffer.read() if path == "-" else _read_bytes(path)
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    out = []
-    for number, line in enumerate(lines, 1):
-        try:
-            out.append(line.decode("utf-8").rstrip("\r").strip())
-        except UnicodeDecodeError:
-            name = "stdin" if path == "-" else path
-            raise UserError(f"{name}, line {number}: not valid UTF-8; convert the file to UTF-8") from None
-    return out
+def read_source(path):
+    """Input lines for translation ('-' is stdin), each stripped of surrounding whitespace."""
+    from mt.textio import read_lines
 
-
-def _read_bytes(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    return [line.strip() for line in read_lines(path)]
 
 
 def run(input, model, output, search, beam_size, length_penalty, coverage_penalty, n_best, temperature,
         top_k, top_p, seed, batch_size, batch_type, max_length_ratio, weights, precision="auto", beam_stop="early",
         workers=None):
     """`mt translate`: translate INPUT with the run folder MODEL, to OUTPUT or stdout."""
-    from mt import cli
     from mt.atomic import atomic_open
+    from mt.runtime import process_is_shared
 
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
@@ -391,10 +360,10 @@ def run(input, model, output, search, beam_size, length_penalty, coverage_penalt
         raise UserError(f"--max-length-ratio must be positive, got {max_length_ratio}")
     check_search_options(search, beam_size, length_penalty, coverage_penalty, n_best, temperature, top_k, top_p,
                          beam_stop)
-    workers = decoding_workers(workers, share_cores=not cli.IN_PIPELINE)  # before TensorFlow's first operation
+    workers = decoding_workers(workers, share_cores=not process_is_shared())  # before TensorFlow's first operation
     if batch_size is None:
         batch_size = default_batch_size(search, beam_size, batch_type, workers)
-    lines = read_lines(input)
+    lines = read_source(input)
     translator = load_translator(model, weights, precision)
     translator.search = make_search(translator.model, search, beam_size, length_penalty, coverage_penalty,
                                     n_best, temperature, top_k, top_p, seed, beam_stop,

@@ -5,11 +5,13 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from mt.cli import cli
+from mt.folders import DataFolder, RunFolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = """
@@ -32,7 +34,7 @@ def test_help_imports_neither_tensorflow_nor_matplotlib():
 
 def test_loading_tensorflow_leaves_out_matplotlib_but_it_can_be_imported_after():
     pytest.importorskip("matplotlib")
-    code = ("import sys; from mt.cli import import_tensorflow_quietly; import_tensorflow_quietly(); "
+    code = ("import sys; from mt.runtime import import_tensorflow_quietly; import_tensorflow_quietly(); "
             "import keras; assert 'matplotlib' not in sys.modules, 'imported'; "
             "import matplotlib.pyplot; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -44,10 +46,11 @@ def test_loading_tensorflow_leaves_out_matplotlib_but_it_can_be_imported_after()
     (["translate", "in.txt", "--model", "nowhere"], ["nowhere"]),
     (["train", "--data", ".", "--out", "run", "--config", "no-such-config"], []),
 ])
-def test_bad_input_gives_one_line_and_exit_1(tmp_path, args, words):
+def test_bad_input_gives_one_line_and_exit_1(tmp_path, monkeypatch, args, words):
     (tmp_path / "in.txt").write_text("hola\n")
-    os.chdir(tmp_path)
-    (tmp_path / "manifest.json").write_text("{}") if "--config" in args else None
+    monkeypatch.chdir(tmp_path)
+    if "--config" in args:
+        (tmp_path / DataFolder.MANIFEST).write_text("{}")
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
@@ -77,17 +80,18 @@ def tiny_run(tmp_path_factory):
 
 
 def test_train_writes_a_complete_run_folder(tiny_run):
-    run = tiny_run / "run"
-    for name in ("config.yaml", "data.json", "src.spm.model", "tgt.spm.model", "done.json",
-                 "weights/best.weights.h5", "weights/last.weights.h5", "metrics.jsonl"):
-        assert (run / name).exists(), name
-    done = json.loads((run / "done.json").read_text())
+    run = RunFolder(tiny_run / "run")
+    for path in (run.config_path, run.data_info_path, run.tokenizer_path("src"), run.tokenizer_path("tgt"),
+                 run.done_path, run.weights_path("best"), run.weights_path("last"), run.metrics_path):
+        assert os.path.exists(path), path
+    done = run.done()
     assert done["step"] == 30 and done["reason"] == "max_steps"
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    with open(run.metrics_path, encoding="utf-8") as f:
+        records = [json.loads(line) for line in f.read().splitlines()]
     train_losses = [r["loss"] for r in records if r["kind"] == "train"]
     assert train_losses[-1] < train_losses[0]
     assert any(r["kind"] == "dev" and "bleu" in r for r in records)
-    assert any(name.startswith("events") for name in os.listdir(run / "tb"))
+    assert any(name.startswith("events") for name in os.listdir(run.tensorboard_dir))
 
 
 def test_a_finished_run_says_so(tiny_run):
@@ -135,9 +139,10 @@ def test_translate_decodes_in_the_training_precision_unless_told(tiny_run, tmp_p
 
     bf16_run = tmp_path / "bf16"
     shutil.copytree(tiny_run / "run", bf16_run)
-    config = (bf16_run / "config.yaml").read_text()
+    config_path = Path(RunFolder(bf16_run).config_path)
+    config = config_path.read_text()
     assert "precision: float32" in config
-    (bf16_run / "config.yaml").write_text(config.replace("precision: float32", "precision: mixed_bfloat16"))
+    config_path.write_text(config.replace("precision: float32", "precision: mixed_bfloat16"))
     f32 = load_translator(str(tiny_run / "run"))
     bf16 = load_translator(str(bf16_run))
     assert f32.model.compute_dtype == "float32" and bf16.model.compute_dtype == "bfloat16"

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from mt import evaluate
 from mt.cli import cli
 from mt.errors import UserError
+from mt.textio import read_lines
 
 REFS = [
     "the cat sat on the mat .",
@@ -98,14 +99,14 @@ def test_invalid_utf8_names_file_and_line(tmp_path):
     ref = write(tmp_path / "ref.txt", REFS)
     bad = tmp_path / "hyp.txt"
     bad.write_bytes(b"fine\nbro\xffken\nfine\n")
-    with pytest.raises(UserError, match=r"hyp\.txt: line 2: invalid UTF-8"):
+    with pytest.raises(UserError, match=r"hyp\.txt, line 2: invalid UTF-8"):
         evaluate.run(ref, str(bad), as_json=False, tokenize=None, lowercase=False)
 
 
 def test_read_lines_splits_on_newline_only(tmp_path):
     path = tmp_path / "text.txt"
     path.write_bytes("\ufeffone\r\ntwo\u2028still two\nthree".encode("utf-8"))
-    assert evaluate.read_lines(path) == ["one", "two\u2028still two", "three"]
+    assert read_lines(path) == ["one", "two\u2028still two", "three"]
 
 
 # -- several systems: sacrebleu's paired tests against the first ----------------------------------------

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from mt import pipeline
 from mt.cli import cli
+from mt.folders import DataFolder, RunFolder
 from mt.errors import UserError
 
 # A `command` stage body: copy argv[1] to argv[2] and append the tag argv[3] to log.txt.
@@ -218,12 +219,12 @@ class FakeStages:
     def preprocess(self, **params):
         self.calls.append(("preprocess", params))
         os.makedirs(params["out"], exist_ok=True)
-        open(os.path.join(params["out"], "manifest.json"), "w").write("{}")
+        open(DataFolder(params["out"]).manifest_path, "w").write("{}")
 
     def train(self, **params):
         self.calls.append(("train", params))
         os.makedirs(params["out"], exist_ok=True)
-        open(os.path.join(params["out"], "done.json"), "w").write("{}")
+        open(RunFolder(params["out"]).done_path, "w").write("{}")
 
     def translate(self, **params):
         self.calls.append(("translate", params))
@@ -282,10 +283,11 @@ def test_stamp_is_beside_the_first_output(monkeypatch):
     FakeStages(monkeypatch)
     mt_pipeline()
     assert run_cli("p.yaml").exit_code == 0
-    with open("w/run/.mt-pipeline/done.json.json") as f:
+    done, manifest = RunFolder("w/run").done_path, DataFolder("w/data").manifest_path
+    with open(os.path.join("w/run", ".mt-pipeline", os.path.basename(done) + ".json")) as f:
         stamp = json.load(f)
     assert stamp["command"] == "train" and stamp["stage"] == 2
-    assert os.path.exists("w/data/.mt-pipeline/manifest.json.json")
+    assert os.path.exists(os.path.join("w/data", ".mt-pipeline", os.path.basename(manifest) + ".json"))
 
 
 def test_failing_mt_stage_names_the_stage(monkeypatch):
@@ -304,14 +306,14 @@ def test_failing_mt_stage_names_the_stage(monkeypatch):
 def test_run_returns_the_scores(monkeypatch, capsys):
     FakeStages(monkeypatch)
     mt_pipeline()
-    scores = pipeline.run("p.yaml")
+    scores = pipeline.run("p.yaml", cli.commands)
     assert scores["bleu"] == pytest.approx(100.0) and scores["hyp"] == "w/test.hyp"
     assert "final scores" in capsys.readouterr().out
 
 
 def test_shipped_quickstart_is_valid():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    name, stages = pipeline.load(os.path.join(root, "pipelines", "quickstart.yaml"))
+    name, stages = pipeline.load(os.path.join(root, "pipelines", "quickstart.yaml"), cli.commands)
     assert name == "quickstart"
     assert [stage.name for stage in stages] == ["preprocess", "train", "translate", "evaluate"]
-    assert "--vocab-size" in stages[0].argv and stages[1].outputs == ["work/quickstart/run/done.json"]
+    assert "--vocab-size" in stages[0].argv and stages[1].outputs == [RunFolder("work/quickstart/run").done_path]

@@ -191,7 +191,7 @@ def test_workers_share_the_cores_before_tensorflow_runs():
     import subprocess
     import sys
 
-    from mt.distribute import usable_cores
+    from mt.runtime import usable_cores
 
     cores = usable_cores()
     code = """if True:

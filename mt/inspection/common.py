@@ -14,13 +14,13 @@ def source_lines(src, input, max_sentences):
     kept in place so that every line keeps its number (sampling draws depend on it, as in translate);
     how many of those are empty; how many non-empty lines are left out beyond `max_sentences`.
     """
-    from mt.translate import read_lines
+    from mt.translate import read_source
 
     if (src is None) == (input is None):
         raise UserError("give exactly one of --src (a sentence) and --input (a file, one sentence a line)")
     if max_sentences < 1:
         raise UserError(f"--max-sentences must be at least 1, got {max_sentences}")
-    lines = [src.strip()] if src is not None else read_lines(input)
+    lines = [src.strip()] if src is not None else read_source(input)
     full = [number for number, line in enumerate(lines) if line]
     if not full:
         raise UserError("nothing to look at: the source text is empty")
