@@ -30,6 +30,8 @@ import sys
 import threading
 import time
 
+from mt.folders import DataFolder, RunFolder
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 JOEY_PACKAGES = [["torch==2.13.0"], ["joeynmt==2.3.0", "sentencepiece", "sacrebleu", "importlib_metadata"],
@@ -202,7 +204,7 @@ def joey_decoding(result, corpus, out):
 def mt(args, corpus, out, config):
     mt_cli = [sys.executable, "-m", "mt.cli"]
     data = os.path.join(out, "mt-data")
-    if not os.path.exists(os.path.join(data, "manifest.json")):
+    if not DataFolder(data).is_complete():
         run([*mt_cli, "preprocess", "--src", f"{corpus}/train.es", "--tgt", f"{corpus}/train.en",
              "--dev-src", f"{corpus}/dev.es", "--dev-tgt", f"{corpus}/dev.en", "--out", data,
              "--vocab-size", "8000"])
@@ -211,9 +213,8 @@ def mt(args, corpus, out, config):
     # the time limit is mt's own --max-minutes; SIGINT after it is only a safety net
     peak, seconds = train_for([*mt_cli, "train", "--data", data, "--out", model, "--config", config,
                                "--max-minutes", str(args.minutes)], args.minutes + 5, train_log, r"step\s+\d+ \|")
-    with open(os.path.join(model, "done.json"), encoding="utf-8") as f:
-        done = json.load(f)
-    with open(os.path.join(model, "metrics.jsonl"), encoding="utf-8") as f:
+    done = RunFolder(model).done()
+    with open(RunFolder(model).metrics_path, encoding="utf-8") as f:
         speeds = [r["tokens_per_s"] for r in map(json.loads, f) if r["kind"] == "train"]
     result = {"name": f"mt ({config})", "toolkit": "mt", "model": model, "steps": done["step"], "peak_gib": peak,
               "train_seconds": seconds, "tokens_per_s": statistics.median(speeds[1:] or speeds or [0.0])}

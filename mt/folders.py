@@ -137,6 +137,14 @@ class DataFolder:
         write_json(self.manifest_path, manifest)
         self._manifest = None
 
+    def remove_shards(self):
+        """Remove the shards of an earlier preprocess run (any train.NNN.npz or dev.NNN.npz)."""
+        from mt.shards import is_shard_name
+
+        for name in os.listdir(self.path):
+            if is_shard_name(name):
+                os.remove(self.file(name))
+
     def remove_manifest(self):
         """First step of a rewrite: the folder stops looking complete."""
         if os.path.exists(self.manifest_path):

@@ -22,7 +22,6 @@ Cleaning rules:
 """
 
 import collections
-import hashlib
 import itertools
 import os
 import re
@@ -34,21 +33,19 @@ import click
 import numpy as np
 
 from mt import __version__
-from mt.atomic import atomic_open, atomic_path, write_json
+from mt.atomic import atomic_open, atomic_path
 from mt.errors import UserError
-from mt.shards import DEFAULT_SHARD_SIZE, join_packed, pack, shard_name, write_shard
+from mt.folders import DataFolder
+from mt.shards import DEFAULT_SHARD_SIZE, write_split
+from mt.textio import count_lines, file_sha256, iter_lines
 from mt.tokenizer import Tokenizer, check_vocab_size, train_tokenizer
 
 FORMAT = 1
 RATIO_MIN_WORDS = 6
 ENCODE_BATCH = 20_000
 PROGRESS_STEP = 20_000
-MANIFEST = "manifest.json"
-TOKENIZERS = {"src": "src.spm.model", "tgt": "tgt.spm.model"}
-DEV_TEXT = {"src": "dev.src.txt", "tgt": "dev.tgt.txt"}
+INVALID_FIX = "fix the file or pass --on-invalid replace"
 CJK_CHAR = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-SHARD_FILE = re.compile(r"^(train|dev)\.\d{3}\.npz$")
-UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -110,52 +107,9 @@ def check_files_exist(corpora):
                 raise UserError(f"{path} is a folder: pass a text file")
 
 
-def count_lines(path):
-    """Number of lines in a file (a last line without a line end counts too)."""
-    count = 0
-    last = b"\n"
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            count += chunk.count(b"\n")
-            last = chunk[-1:]
-    return count + (last != b"\n")
-
-
-def file_sha256(path):
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# ---------------------------------------------------------------- reading
-
-def iter_lines(path, on_invalid, replaced):
-    """Yield each line of `path` decoded from UTF-8 (line end included; cleaning removes it).
-
-    An invalid byte is a UserError naming file and line, unless on_invalid == "replace": then it becomes
-    U+FFFD and replaced[path] counts the lines concerned. A UTF-8 byte order mark is skipped.
-    """
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, 1):
-            if line_no == 1 and raw.startswith(UTF8_BOM):
-                raw = raw[len(UTF8_BOM):]
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                if on_invalid != "replace":
-                    raise UserError(
-                        f"{path} line {line_no}: invalid UTF-8 byte 0x{raw[e.start]:02x} at byte {e.start + 1} "
-                        f"of the line; fix the file or pass --on-invalid replace") from None
-                replaced[path] += 1
-                yield raw.decode("utf-8", errors="replace")
-
-
 def iter_tsv_pairs(path, on_invalid, replaced):
     """Yield (source, target) from 'source<TAB>target' lines; any other tab count is a UserError."""
-    for line_no, line in enumerate(iter_lines(path, on_invalid, replaced), 1):
+    for line_no, line in enumerate(iter_lines(path, on_invalid, replaced, fix=INVALID_FIX), 1):
         tabs = line.count("\t")
         if tabs != 1:
             raise UserError(f"{path} line {line_no}: expected exactly one tab (source<TAB>target), "
@@ -172,7 +126,7 @@ def open_pairs(corpus, on_invalid, replaced):
     if src_lines != tgt_lines:
         raise UserError(f"{corpus.src} has {src_lines} lines but {corpus.tgt} has {tgt_lines}: "
                         "source and target files must be aligned line by line")
-    pairs = zip(iter_lines(corpus.src, on_invalid, replaced), iter_lines(corpus.tgt, on_invalid, replaced))
+    pairs = zip(iter_lines(corpus.src, on_invalid, replaced, fix=INVALID_FIX), iter_lines(corpus.tgt, on_invalid, replaced, fix=INVALID_FIX))
     return src_lines, pairs
 
 
@@ -266,21 +220,17 @@ def hold_out(sources, targets, dev_size, seed):
 
 # ---------------------------------------------------------------- writing
 
-def prepare_out(out):
+def prepare_out(folder):
     """Create the out folder; remove a previous run's manifest (first, so it stops looking complete) and shards."""
-    os.makedirs(out, exist_ok=True)
-    manifest = os.path.join(out, MANIFEST)
-    if os.path.exists(manifest):
-        os.remove(manifest)
-    for name in os.listdir(out):
-        if SHARD_FILE.match(name):
-            os.remove(os.path.join(out, name))
+    os.makedirs(folder.path, exist_ok=True)
+    folder.remove_manifest()
+    folder.remove_shards()
 
 
-def train_tokenizers(out, train_src, train_tgt, vocab_size, model_type, joint, seed):
+def train_tokenizers(folder, train_src, train_tgt, vocab_size, model_type, joint, seed):
     """Train the source and target SentencePiece models (or one joint model saved under both names)."""
-    src_prefix = os.path.join(out, TOKENIZERS["src"][: -len(".model")])
-    tgt_path = os.path.join(out, TOKENIZERS["tgt"])
+    src_prefix = folder.new_tokenizer_path("src")[: -len(".model")]
+    tgt_path = folder.new_tokenizer_path("tgt")
     if joint:
         click.echo(f"training tokenizer (joint, {model_type}, vocab {vocab_size})...", err=True)
         src_path = train_tokenizer(itertools.chain(train_src, train_tgt), src_prefix, vocab_size, model_type,
@@ -295,14 +245,24 @@ def train_tokenizers(out, train_src, train_tgt, vocab_size, model_type, joint, s
     return Tokenizer(src_path), Tokenizer(tgt_path)
 
 
-def encode_packed(tokenizer, texts, bar):
-    """Encode texts in batches straight to packed (ids, offsets), so memory stays small."""
-    parts = []
-    for start in range(0, len(texts), ENCODE_BATCH):
-        batch = texts[start:start + ENCODE_BATCH]
-        parts.append(pack(tokenizer.encode(batch)))
-        bar.update(len(batch))
-    return join_packed(parts)
+class EncodedTexts:
+    """A split's texts as id sequences, encoded a slice at a time when `write_split` takes that slice, so
+    only one shard's ids are in memory at once; the lengths of what was encoded are kept."""
+
+    def __init__(self, tokenizer, texts, bar):
+        self.tokenizer, self.texts, self.bar, self.lengths = tokenizer, texts, bar, []
+
+    def __len__(self):
+        return len(self.texts)
+
+    def __getitem__(self, part):
+        texts, seqs = self.texts[part], []
+        for start in range(0, len(texts), ENCODE_BATCH):
+            batch = self.tokenizer.encode(texts[start:start + ENCODE_BATCH])
+            seqs.extend(batch)
+            self.bar.update(len(batch))
+        self.lengths.extend(len(seq) for seq in seqs)
+        return seqs
 
 
 def length_stats(lengths):
@@ -313,20 +273,14 @@ def length_stats(lengths):
             "p95": round(float(np.percentile(lengths, 95)), 2)}
 
 
-def write_encoded_split(out, split, sources, targets, tokenizers, shard_size=DEFAULT_SHARD_SIZE):
+def write_encoded_split(folder, split, sources, targets, tokenizers, shard_size=DEFAULT_SHARD_SIZE):
     """Encode a split and write its shards; return its manifest entry."""
     src_tok, tgt_tok = tokenizers
-    names, src_lengths, tgt_lengths = [], [], []
     with click.progressbar(length=max(2 * len(sources), 1), label=f"encoding {split} ({len(sources):,} pairs)",
                            file=sys.stderr) as bar:
-        for index, start in enumerate(range(0, max(len(sources), 1), shard_size)):
-            src = encode_packed(src_tok, sources[start:start + shard_size], bar)
-            tgt = encode_packed(tgt_tok, targets[start:start + shard_size], bar)
-            names.append(shard_name(split, index))
-            write_shard(os.path.join(out, names[-1]), src, tgt)
-            src_lengths.append(np.diff(src[1]))
-            tgt_lengths.append(np.diff(tgt[1]))
-    src_lengths, tgt_lengths = np.concatenate(src_lengths), np.concatenate(tgt_lengths)
+        src, tgt = EncodedTexts(src_tok, sources, bar), EncodedTexts(tgt_tok, targets, bar)
+        names = write_split(folder.path, split, src, tgt, shard_size)
+    src_lengths, tgt_lengths = np.array(src.lengths, np.int64), np.array(tgt.lengths, np.int64)
     return {"pairs": len(sources), "shards": names,
             "src_tokens": int(src_lengths.sum()), "tgt_tokens": int(tgt_lengths.sum()),
             "src_len": length_stats(src_lengths), "tgt_len": length_stats(tgt_lengths)}
@@ -397,14 +351,14 @@ def build_manifest(data, splits, tokenizers, settings, sources):
     return {
         "format": FORMAT,
         "mt_version": __version__,
-        "tokenizers": dict(TOKENIZERS),
+        "tokenizers": dict(DataFolder.TOKENIZERS),
         "vocab": {"src": src_tok.vocab_size, "tgt": tgt_tok.vocab_size, "joint": settings["joint"],
                   "model_type": settings["model_type"], "requested": settings["vocab_size"]},
         "splits": splits,
         "dropped": data.dropped,
         "sources": sources,
         "settings": settings,
-        "dev_text": dict(DEV_TEXT),
+        "dev_text": dict(DataFolder.DEV_TEXT),
     }
 
 
@@ -443,17 +397,18 @@ def run(src=None, tgt=None, tsv=None, dev_src=None, dev_tgt=None, dev_tsv=None, 
     replaced = collections.Counter()
     data = load_data(corpora, max_len, max_ratio, dev_size, seed, on_invalid, replaced)
 
-    prepare_out(out)
-    tokenizers = train_tokenizers(out, data.train_src, data.train_tgt, vocab_size, model_type, joint, seed)
-    splits = {"train": write_encoded_split(out, "train", data.train_src, data.train_tgt, tokenizers),
-              "dev": write_encoded_split(out, "dev", data.dev_src, data.dev_tgt, tokenizers)}
-    write_lines(os.path.join(out, DEV_TEXT["src"]), data.dev_src)
-    write_lines(os.path.join(out, DEV_TEXT["tgt"]), data.dev_tgt)
+    folder = DataFolder(out)
+    prepare_out(folder)
+    tokenizers = train_tokenizers(folder, data.train_src, data.train_tgt, vocab_size, model_type, joint, seed)
+    splits = {"train": write_encoded_split(folder, "train", data.train_src, data.train_tgt, tokenizers),
+              "dev": write_encoded_split(folder, "dev", data.dev_src, data.dev_tgt, tokenizers)}
+    write_lines(folder.new_dev_text_path("src"), data.dev_src)
+    write_lines(folder.new_dev_text_path("tgt"), data.dev_tgt)
     settings = {"src": src, "tgt": tgt, "tsv": tsv, "dev_src": dev_src, "dev_tgt": dev_tgt, "dev_tsv": dev_tsv,
                 "vocab_size": vocab_size, "model_type": model_type, "joint": joint, "max_len": max_len,
                 "max_ratio": max_ratio, "dev_size": dev_size, "seed": seed, "on_invalid": on_invalid,
                 "ratio_min_words": RATIO_MIN_WORDS, "shard_size": DEFAULT_SHARD_SIZE}
     manifest = build_manifest(data, splits, tokenizers, settings, source_info(corpora, replaced))
-    write_json(os.path.join(out, MANIFEST), manifest)
+    folder.write_manifest(manifest)
     print_summary(data, manifest, out, replaced)
     return manifest

@@ -3,12 +3,12 @@
 A shard has four arrays: `src_ids` (int32, every source sentence's ids one after another), `src_offsets`
 (int64, n + 1 entries: sentence i is `src_ids[src_offsets[i]:src_offsets[i + 1]]`), and the same two for the
 target side. Shards are written uncompressed (fast to load; token ids compress poorly anyway) and atomically.
-The list of a split's shards is in the data folder's manifest.json: `splits.<split>.shards`.
+A data folder's manifest lists the shards of each split (mt/folders.py).
 """
 
 import itertools
-import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -18,11 +18,17 @@ from mt.errors import UserError
 
 DEFAULT_SHARD_SIZE = 200_000
 ARRAYS = ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets")
+SHARD_NAME = re.compile(r"^(train|dev)\.\d{3}\.npz$")
 
 
 def shard_name(split, index):
     """File name of shard `index` of `split`, e.g. train.000.npz."""
     return f"{split}.{index:03d}.npz"
+
+
+def is_shard_name(name):
+    """True for the name of a shard of the train or dev split."""
+    return SHARD_NAME.match(name) is not None
 
 
 def pack(seqs):
@@ -33,19 +39,6 @@ def pack(seqs):
     total = int(offsets[-1])
     ids = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int32, count=total)
     return ids, offsets
-
-
-def join_packed(parts):
-    """Concatenate packed (ids, offsets) pairs into one (ids, offsets) pair, in order."""
-    if not parts:
-        return np.zeros(0, dtype=np.int32), np.zeros(1, dtype=np.int64)
-    ids = np.concatenate([part_ids for part_ids, _ in parts]).astype(np.int32, copy=False)
-    offsets = [np.zeros(1, dtype=np.int64)]
-    base = 0
-    for part_ids, part_offsets in parts:
-        offsets.append(part_offsets[1:] + base)
-        base += len(part_ids)
-    return ids, np.concatenate(offsets)
 
 
 def unpack(ids, offsets):
@@ -67,7 +60,8 @@ def write_shard(path, src, tgt):
 def write_split(folder, split, src_seqs, tgt_seqs, shard_size=DEFAULT_SHARD_SIZE):
     """Write aligned id sequences as shards of at most `shard_size` pairs; return the shard file names.
 
-    An empty split still gets one (empty) shard, so every split has at least one file.
+    The sequences may be any objects with len() and slicing that give lists of ids (preprocess encodes a
+    slice when it is taken). An empty split still gets one (empty) shard, so every split has a file.
     """
     if len(src_seqs) != len(tgt_seqs):
         raise ValueError(f"{len(src_seqs)} source but {len(tgt_seqs)} target sequences")
@@ -96,32 +90,9 @@ def read_shard(path):
     return src, tgt
 
 
-def shards_of(folder, split):
-    """The shard names of `split`, from folder/manifest.json."""
-    path = os.path.join(folder, "manifest.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{folder} is not a complete prepared data folder (no manifest.json): "
-                        "run `mt preprocess` first") from None
-    splits = manifest.get("splits", {})
-    if split not in splits:
-        raise UserError(f"{path} has no split {split!r} (it has: {', '.join(sorted(splits)) or 'none'})")
-    return list(splits[split]["shards"])
-
-
-def read_split(folder, split_or_shard_list):
-    """Read a split (by name, via manifest.json) or the given shard names (a list, or one "*.npz"), in order.
-
-    Returns (source sequences, target sequences): two lists of int32 arrays.
-    """
-    if isinstance(split_or_shard_list, str) and split_or_shard_list.endswith(".npz"):
-        names = [split_or_shard_list]
-    elif isinstance(split_or_shard_list, str):
-        names = shards_of(folder, split_or_shard_list)
-    else:
-        names = list(split_or_shard_list)
+def read_split(folder, names):
+    """Read the shards `names` of `folder`, in order; (source sequences, target sequences), two lists of
+    int32 arrays. (A split's names are in the data folder's manifest: `DataFolder.read_split`.)"""
     src, tgt = [], []
     for name in names:
         shard_src, shard_tgt = read_shard(os.path.join(folder, name))

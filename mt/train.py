@@ -90,15 +90,15 @@ class Trainer:
 
     def _load_data(self, manifest):
         from mt.data import Batcher
-        from mt.shards import read_split
+        from mt.folders import DataFolder
 
-        train_src, train_tgt = read_split(self.data_dir, "train")
+        train_src, train_tgt = DataFolder(self.data_dir).read_split("train")
         self.batcher = Batcher(train_src, train_tgt, self.tc.batch_tokens, self.tc.max_len, self.tc.seed,
                                multiple=self.tc.length_multiple)
         if self.batcher.num_pairs == 0:
             raise UserError(f"{self.data_dir}: no training pair is within train.max_len={self.tc.max_len} "
                             "pieces; raise max_len in the config")
-        dev_src, dev_tgt = read_split(self.data_dir, "dev")
+        dev_src, dev_tgt = DataFolder(self.data_dir).read_split("dev")
         self.dev = Batcher(dev_src, dev_tgt, self.tc.batch_tokens, multiple=self.tc.length_multiple)
         self.dev_text = self._read_dev_text(manifest)
 

@@ -14,6 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from mt.cli import cli
+from mt.folders import RunFolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 900
@@ -40,7 +41,7 @@ def test_quickstart_pipeline_reaches_the_bleu_floor(tmp_path, monkeypatch):
     path.write_text(yaml.safe_dump(pipeline))
     result = CliRunner().invoke(cli, ["pipeline", "run", str(path)])
     assert result.exit_code == 0, result.output[-3000:]
-    done = json.loads((work / "run" / "done.json").read_text())
+    done = RunFolder(work / "run").done()
     assert done["step"] == STEPS
     scores = CliRunner().invoke(cli, ["evaluate", "--ref", os.path.join(ROOT, "data", "default", "test.tgt"),
                                       "--hyp", str(work / "test.hyp"), "--json"])

@@ -255,10 +255,10 @@ def test_auto_precision_is_resolved_in_the_run_snapshot(data):
 
 def test_a_new_run_starts_the_output_bias_at_log_unigram_frequencies(data):
     from mt.data import unigram_log_probs
-    from mt.shards import read_split
+    from mt.folders import DataFolder
 
     train(data, data / "bias", "--strategy", "one", "--max-steps", "1")
-    _, tgt = read_split(str(data / "data"), "train")
+    _, tgt = DataFolder(data / "data").read_split("train")
     with open(data / "data" / "manifest.json", encoding="utf-8") as f:
         expected = unigram_log_probs(tgt, json.load(f)["vocab"]["tgt"])
     (bias,) = [v for v in weights(data / "bias").values() if v.shape == expected.shape]

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from mt.cli import cli
 from mt.errors import UserError
 from mt.preprocess import RATIO_MIN_WORDS, drop_reason, normalize, run, word_count
-from mt.shards import read_split
+from mt.folders import DataFolder
 from mt.tokenizer import Tokenizer
 
 SRC_WORDS = "el la un gato perro casa come bebe grande rojo azul agua pan hoy con".split()
@@ -61,7 +61,7 @@ def lines(path):
 
 def decoded_train_sources(out):
     """The training source sentences of a prepared folder, decoded from its shards."""
-    src, _ = read_split(out, "train")
+    src, _ = DataFolder(out).read_split("train")
     return Tokenizer(out / "src.spm.model").decode(src)
 
 
@@ -83,7 +83,7 @@ def test_invalid_utf8_names_file_and_line_and_replace_continues(tmp_path):
     src.write_bytes(b"\n".join(data))
     with pytest.raises(UserError) as error:
         prep(tmp_path / "out", src=str(src), tgt=str(tgt))
-    assert f"{src} line 3" in str(error.value) and "--on-invalid replace" in str(error.value)
+    assert f"{src}, line 3" in str(error.value) and "--on-invalid replace" in str(error.value)
     manifest = prep(tmp_path / "out", src=str(src), tgt=str(tgt), on_invalid="replace")
     assert manifest["sources"][str(src)]["replaced_lines"] == 1
     assert manifest["splits"]["train"]["pairs"] + manifest["splits"]["dev"]["pairs"] == 60
@@ -174,14 +174,14 @@ def test_manifest_counts_match_the_shards(tmp_path):
     assert manifest["format"] == 1 and manifest["tokenizers"] == {"src": "src.spm.model", "tgt": "tgt.spm.model"}
     for split in ("train", "dev"):
         entry = manifest["splits"][split]
-        src_seqs, tgt_seqs = read_split(out, split)
+        src_seqs, tgt_seqs = DataFolder(out).read_split(split)
         assert entry["pairs"] == len(src_seqs) == len(tgt_seqs)
         for side, seqs in (("src", src_seqs), ("tgt", tgt_seqs)):
             lengths = np.array([len(s) for s in seqs])
             assert entry[f"{side}_tokens"] == lengths.sum()
             assert entry[f"{side}_len"]["max"] == lengths.max()
             assert entry[f"{side}_len"]["mean"] == pytest.approx(lengths.mean(), abs=0.01)
-    dev_src, _ = read_split(out, "dev")
+    dev_src, _ = DataFolder(out).read_split("dev")
     assert Tokenizer(out / "src.spm.model").decode(dev_src) == lines(out / "dev.src.txt")
     assert manifest["sources"][str(src)]["lines"] == 120
     assert manifest["vocab"]["src"] == Tokenizer(out / "src.spm.model").vocab_size

@@ -1,12 +1,10 @@
-"""Id shards: write/read round trips, several shards, empty sequences and splits, manifest lookup."""
-
-import json
+"""Id shards: write/read round trips, several shards, empty sequences and splits."""
 
 import numpy as np
 import pytest
 
 from mt.errors import UserError
-from mt.shards import join_packed, pack, read_split, unpack, write_split
+from mt.shards import pack, read_split, unpack, write_split
 
 
 def random_seqs(count, seed):
@@ -44,18 +42,6 @@ def test_shard_arrays_are_flat_ids_and_offsets(tmp_path):
         assert data["tgt_offsets"].tolist() == [0, 1, 3, 3]
 
 
-def test_read_split_by_name_uses_the_manifest_order(tmp_path):
-    first = write_split(tmp_path, "a", [[1], [2]], [[3], [4]])
-    second = write_split(tmp_path, "b", [[9]], [[8]])
-    manifest = {"splits": {"train": {"shards": second + first}}}
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    src, tgt = read_split(tmp_path, "train")
-    assert_same(src, [[9], [1], [2]])
-    assert_same(tgt, [[8], [3], [4]])
-    with pytest.raises(UserError, match="no split 'dev'"):
-        read_split(tmp_path, "dev")
-
-
 def test_empty_split_still_has_one_shard(tmp_path):
     names = write_split(tmp_path, "dev", [], [])
     assert names == ["dev.000.npz"]
@@ -65,14 +51,11 @@ def test_empty_split_still_has_one_shard(tmp_path):
 def test_errors(tmp_path):
     with pytest.raises(ValueError):
         write_split(tmp_path, "train", [[1]], [])
-    with pytest.raises(UserError, match="mt preprocess"):
-        read_split(tmp_path, "train")
     with pytest.raises(UserError, match="not found"):
         read_split(tmp_path, ["train.000.npz"])
 
 
-def test_pack_join_unpack(tmp_path):
-    parts = [pack([[1, 2], []]), pack([[3]]), pack([])]
-    ids, offsets = join_packed(parts)
+def test_pack_unpack(tmp_path):
+    ids, offsets = pack([[1, 2], [], [3]])
     assert offsets.tolist() == [0, 2, 2, 3]
     assert [a.tolist() for a in unpack(ids, offsets)] == [[1, 2], [], [3]]

@@ -11,8 +11,8 @@ import os
 import click
 
 from mt.errors import UserError
+from mt.folders import RunFolder
 
-METRICS_FILE = "metrics.jsonl"
 FIGSIZE = (10.0, 4.0)  # inches; at plot.DPI this is the image size in pixels / 100
 
 
@@ -20,12 +20,12 @@ def read_metrics(run_dir):
     """{'train': [records], 'dev': [records]}, each sorted by step, one record per step (the latest)."""
     if not os.path.isdir(run_dir):
         raise UserError(f"{run_dir} is not a folder: pass the run folder written by `mt train`")
-    path = os.path.join(run_dir, METRICS_FILE)
+    path = RunFolder(run_dir).metrics_path
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        raise UserError(f"{run_dir} has no {METRICS_FILE} yet: training writes its first line after "
+        raise UserError(f"{run_dir} has no {os.path.basename(path)} yet: training writes its first line after "
                         "train.log_every steps") from None
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
@@ -50,10 +50,9 @@ def read_metrics(run_dir):
 def run_status(run_dir, metrics) -> str:
     """'finished at step N (reason)' or 'training, at step N' (from done.json and the last record)."""
     try:
-        with open(os.path.join(run_dir, "done.json"), encoding="utf-8") as f:
-            done = json.load(f)
+        done = RunFolder(run_dir).done()
         return f"finished at step {done['step']} ({done['reason']})"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (UserError, KeyError, TypeError):
         steps = [r["step"] for kind in metrics.values() for r in kind]
         return f"in progress, at step {max(steps)}" if steps else "in progress"
 
@@ -132,7 +131,7 @@ def run(model, out):
     """`mt inspect curves`: draw the run's curves to OUT (.png, .svg, .pdf), or print them as a table."""
     metrics = read_metrics(model)
     if not metrics["train"] and not metrics["dev"]:
-        raise UserError(f"{os.path.join(model, METRICS_FILE)} holds no training or dev record yet")
+        raise UserError(f"{RunFolder(model).metrics_path} holds no training or dev record yet")
     status = run_status(model, metrics)
     name = os.path.normpath(model)
     if out is None:
