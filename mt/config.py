@@ -6,6 +6,7 @@ a path or the name of a shipped config (mt/configs/NAME.yaml), e.g. `rnn-base-cp
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 
 import yaml
@@ -13,6 +14,7 @@ import yaml
 from mt.errors import UserError
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 CELLS = ("lstm", "gru", "rnn")
 ATTENTIONS = ("general", "dot", "none")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -49,7 +51,7 @@ class TrainConfig:
     batch_tokens: int = 2000  # target tokens per global batch (batches are bucketed by length)
     max_len: int = 80  # pairs longer than this (in pieces, either side) are left out of training
     # batch lengths are padded to a multiple of this: fewer distinct shapes keep the CPU kernels' per-shape
-    # caches small (peak memory of rnn-base-cpu: 1.80 GiB and growing with 1, 1.46 GiB with 8)
+    # caches small (docs/design.md, "Batch shapes are rounded")
     length_multiple: int = 8
     learning_rate: float = 1e-3
     clip_norm: float = 1.0  # clip gradients by their global norm
@@ -158,6 +160,8 @@ def _coerce(value, kind, where):
     elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-3 (no decimal point) as a string
     elif isinstance(value, kind):
         return value
     raise UserError(f"{where}: expected {kind.__name__}, got {value!r}")

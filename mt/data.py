@@ -47,10 +47,9 @@ class Batcher:
         return self._cut(self._sort(self.index))
 
     def _sort(self, pairs):
-        """Pairs sorted by target length rounded up to the multiple, then by source length. Target lengths
-        are padded to the multiple anyway, so within one rounded length the order is free: sorted by source
-        length, a batch also holds sources of similar lengths (sorting by exact target length first left
-        30% of the source positions of Bible batches padding, 16% sorted this way)."""
+        """Pairs sorted by target length rounded up to the multiple, then by source length: target lengths
+        are padded to the multiple anyway, and within one rounded length sorting by source length gives a
+        batch sources of similar lengths, hence less source padding (docs/design.md)."""
         return pairs[np.lexsort((self.src_len[pairs], self._round(self.tgt_len[pairs])))]
 
     def _round(self, length):
