@@ -37,7 +37,7 @@ from mt.atomic import atomic_open, atomic_path
 from mt.errors import UserError
 from mt.folders import DataFolder
 from mt.shards import DEFAULT_SHARD_SIZE, write_split
-from mt.textio import count_lines, file_sha256, iter_lines
+from mt.textio import LineReader
 from mt.tokenizer import Tokenizer, check_vocab_size, train_tokenizer
 
 FORMAT = 1
@@ -107,40 +107,63 @@ def check_files_exist(corpora):
                 raise UserError(f"{path} is a folder: pass a text file")
 
 
-def iter_tsv_pairs(path, on_invalid, replaced):
-    """Yield (source, target) from 'source<TAB>target' lines; any other tab count is a UserError."""
-    for line_no, line in enumerate(iter_lines(path, on_invalid, replaced, fix=INVALID_FIX), 1):
+def iter_tsv_pairs(reader):
+    """Yield (source, target) from 'source<TAB>target' lines; a blank line is an empty pair (dropped as
+    empty), any other tab count a UserError."""
+    for line_no, line in enumerate(reader, 1):
+        if not line.strip():
+            yield "", ""
+            continue
         tabs = line.count("\t")
         if tabs != 1:
-            raise UserError(f"{path} line {line_no}: expected exactly one tab (source<TAB>target), "
+            raise UserError(f"{reader.path}, line {line_no}: expected exactly one tab (source<TAB>target), "
                             f"found {tabs}")
         source, target = line.split("\t")
         yield source, target
 
 
-def open_pairs(corpus, on_invalid, replaced):
-    """Check line counts and return (pair count, iterator of raw (source, target) pairs)."""
-    if corpus.tsv:
-        return count_lines(corpus.tsv), iter_tsv_pairs(corpus.tsv, on_invalid, replaced)
-    src_lines, tgt_lines = count_lines(corpus.src), count_lines(corpus.tgt)
-    if src_lines != tgt_lines:
-        raise UserError(f"{corpus.src} has {src_lines} lines but {corpus.tgt} has {tgt_lines}: "
+def iter_aligned_pairs(src, tgt):
+    """Yield (source, target) lines of two LineReaders; files of different lengths are a UserError,
+    raised once both are read to their ends (so that it can give both counts)."""
+    missing = object()
+    uneven = False
+    for source, target in itertools.zip_longest(src, tgt, fillvalue=missing):
+        uneven = uneven or source is missing or target is missing
+        if not uneven:
+            yield source, target
+    if uneven:
+        raise UserError(f"{src.path} has {src.lines} lines but {tgt.path} has {tgt.lines}: "
                         "source and target files must be aligned line by line")
-    pairs = zip(iter_lines(corpus.src, on_invalid, replaced, fix=INVALID_FIX), iter_lines(corpus.tgt, on_invalid, replaced, fix=INVALID_FIX))
-    return src_lines, pairs
 
 
-def with_progress(items, total, label):
-    """Yield `items` while a progress bar on stderr counts them (updated every PROGRESS_STEP items)."""
-    with click.progressbar(length=max(total, 1), label=label, file=sys.stderr) as bar:
-        pending = 0
-        for item in items:
+def open_pairs(corpus, on_invalid, replaced):
+    """(the corpus's LineReaders, an iterator of its raw (source, target) pairs). Every input is read
+    once, as the pairs are taken, so it may be a pipe; the readers know each file's lines and SHA-256
+    once the pairs are exhausted."""
+    if corpus.tsv:
+        reader = LineReader(corpus.tsv, on_invalid, replaced, INVALID_FIX)
+        return [reader], iter_tsv_pairs(reader)
+    src, tgt = (LineReader(path, on_invalid, replaced, INVALID_FIX) for path in (corpus.src, corpus.tgt))
+    return [src, tgt], iter_aligned_pairs(src, tgt)
+
+
+def with_progress(items, readers, label):
+    """Yield `items` while a progress bar on stderr follows the bytes the readers have read (no bar for
+    an input of unknown size, such as a pipe)."""
+    sizes = [os.path.getsize(r.path) if os.path.isfile(r.path) else None for r in readers]
+    if None in sizes:
+        click.echo(f"{label}...", err=True)
+        yield from items
+        return
+    with click.progressbar(length=max(sum(sizes), 1), label=label, file=sys.stderr) as bar:
+        shown = 0
+        for number, item in enumerate(items, 1):
             yield item
-            pending += 1
-            if pending == PROGRESS_STEP:
-                bar.update(pending)
-                pending = 0
-        bar.update(pending)
+            if number % PROGRESS_STEP == 0:
+                now = sum(r.bytes for r in readers)
+                bar.update(now - shown)
+                shown = now
+        bar.update(sum(r.bytes for r in readers) - shown)
 
 
 # ---------------------------------------------------------------- cleaning
@@ -194,11 +217,12 @@ def clean_pairs(pairs, max_len, max_ratio):
 
 
 def read_corpus(corpus, on_invalid, replaced, max_len, max_ratio, label):
-    """Read, check and clean one corpus; return (sources, targets, dropped counts)."""
-    total, pairs = open_pairs(corpus, on_invalid, replaced)
+    """Read, check and clean one corpus; return (sources, targets, dropped counts, its LineReaders)."""
+    readers, pairs = open_pairs(corpus, on_invalid, replaced)
     name = os.path.basename(corpus.tsv or corpus.src)
-    return clean_pairs(with_progress(pairs, total, f"reading {label} ({name}, {total:,} lines)"),
-                       max_len, max_ratio)
+    sources, targets, dropped = clean_pairs(with_progress(pairs, readers, f"reading {label} ({name})"), max_len,
+                                            max_ratio)
+    return sources, targets, dropped, readers
 
 
 def hold_out(sources, targets, dev_size, seed):
@@ -294,14 +318,10 @@ def write_lines(path, lines):
             f.write("\n")
 
 
-def source_info(corpora, replaced):
+def source_info(readers, replaced):
     """Manifest entries for the input files: role, SHA-256, line count, lines with replaced bytes."""
-    info = {}
-    for split, corpus in corpora.items():
-        for role, path in corpus.files():
-            info[path] = {"role": f"{split}.{role}", "sha256": file_sha256(path), "lines": count_lines(path),
-                          "replaced_lines": replaced[path]}
-    return info
+    return {reader.path: {"role": role, "sha256": reader.sha256, "lines": reader.lines,
+                          "replaced_lines": replaced[reader.path]} for role, reader in readers}
 
 
 # ---------------------------------------------------------------- the stage
@@ -318,24 +338,28 @@ class Prepared:
     dropped: dict
     dev_dropped: dict
     dev_origin: str
+    readers: list  # (role, LineReader) of every input file, read
 
 
 def load_data(corpora, max_len, max_ratio, dev_size, seed, on_invalid, replaced):
     """Read and clean the training (and dev) corpora, holding out a dev sample if no dev set is given."""
-    train_src, train_tgt, dropped = read_corpus(corpora["train"], on_invalid, replaced, max_len, max_ratio,
-                                                "training data")
+    train_src, train_tgt, dropped, readers = read_corpus(corpora["train"], on_invalid, replaced, max_len,
+                                                         max_ratio, "training data")
+    read = [(f"train.{role}", reader) for (role, _), reader in zip(corpora["train"].files(), readers)]
     if "dev" not in corpora:
         kept = len(train_src)
         train_src, train_tgt, dev_src, dev_tgt = hold_out(train_src, train_tgt, dev_size, seed)
-        return Prepared(train_src, train_tgt, dev_src, dev_tgt, kept, dropped, {"empty": 0}, "held-out")
-    dev_src, dev_tgt, dev_dropped = read_corpus(corpora["dev"], on_invalid, replaced, None, None, "dev data")
+        return Prepared(train_src, train_tgt, dev_src, dev_tgt, kept, dropped, {"empty": 0}, "held-out", read)
+    dev_src, dev_tgt, dev_dropped, readers = read_corpus(corpora["dev"], on_invalid, replaced, None, None,
+                                                         "dev data")
+    read += [(f"dev.{role}", reader) for (role, _), reader in zip(corpora["dev"].files(), readers)]
     if not train_src:
         raise UserError(f"no training pairs left after cleaning (dropped: {format_dropped(dropped)}): "
                         "check the input files, or raise --max-len / --max-ratio")
     if not dev_src:
         raise UserError(f"no dev pairs left after removing {dev_dropped['empty']} empty ones: check the dev files")
     return Prepared(train_src, train_tgt, dev_src, dev_tgt, len(train_src), dropped,
-                    {"empty": dev_dropped["empty"]}, "given")
+                    {"empty": dev_dropped["empty"]}, "given", read)
 
 
 def format_dropped(dropped):
@@ -408,7 +432,7 @@ def run(src=None, tgt=None, tsv=None, dev_src=None, dev_tgt=None, dev_tsv=None, 
                 "vocab_size": vocab_size, "model_type": model_type, "joint": joint, "max_len": max_len,
                 "max_ratio": max_ratio, "dev_size": dev_size, "seed": seed, "on_invalid": on_invalid,
                 "ratio_min_words": RATIO_MIN_WORDS, "shard_size": DEFAULT_SHARD_SIZE}
-    manifest = build_manifest(data, splits, tokenizers, settings, source_info(corpora, replaced))
+    manifest = build_manifest(data, splits, tokenizers, settings, source_info(data.readers, replaced))
     folder.write_manifest(manifest)
     print_summary(data, manifest, out, replaced)
     return manifest

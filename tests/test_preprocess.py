@@ -1,5 +1,6 @@
 """`mt preprocess`: input checks, cleaning and filtering, dev hold-out, tokenizers, shards and manifest."""
 
+import os
 import json
 import random
 
@@ -137,8 +138,42 @@ def test_tsv_input_and_bad_tsv_line(tmp_path):
     text = tsv.read_text(encoding="utf-8").split("\n")
     text[3] = text[3] + "\textra"
     tsv.write_text("\n".join(text), encoding="utf-8")
-    with pytest.raises(UserError, match=f"{tsv} line 4: expected exactly one tab"):
+    with pytest.raises(UserError, match=f"{tsv}, line 4: expected exactly one tab"):
         prep(tmp_path / "out2", tsv=str(tsv))
+
+
+def test_blank_lines_of_a_tsv_are_empty_pairs_not_errors(tmp_path):
+    pairs = make_pairs(50)
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("".join(f"{s}\t{t}\n" for s, t in pairs) + "\n", encoding="utf-8")  # a trailing blank line
+    manifest = prep(tmp_path / "out", tsv=str(tsv))
+    assert manifest["splits"]["train"]["pairs"] + manifest["splits"]["dev"]["pairs"] == 50
+    assert manifest["dropped"]["empty"] == 1
+
+
+def test_inputs_may_be_pipes_read_once(tmp_path):
+    """`--src <(zcat a.gz)`: each input is read once, as a stream, and the manifest still records its
+    line count and SHA-256."""
+    import hashlib
+    import threading
+
+    pairs = make_pairs(60)
+    src_file, tgt_file = write_corpus(tmp_path, pairs)
+    fifos = []
+    for name, source in (("src.fifo", src_file), ("tgt.fifo", tgt_file)):
+        path = tmp_path / name
+        os.mkfifo(path)
+        data = source.read_bytes()
+        # a fifo can be opened and read once: a second read of it would block (or see nothing)
+        thread = threading.Thread(target=lambda p=path, d=data: p.write_bytes(d), daemon=True)
+        thread.start()
+        fifos.append((path, data, thread))
+    manifest = prep(tmp_path / "out", src=str(fifos[0][0]), tgt=str(fifos[1][0]))
+    assert manifest["splits"]["train"]["pairs"] + manifest["splits"]["dev"]["pairs"] == 60
+    for path, data, thread in fifos:
+        thread.join(5)
+        entry = manifest["sources"][str(path)]
+        assert entry["lines"] == 60 and entry["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 def test_held_out_dev_is_seeded_and_disjoint_from_train(tmp_path):
@@ -221,6 +256,8 @@ def test_cli_reports_a_mismatch_on_one_line_with_exit_code_1(tmp_path):
     result = CliRunner().invoke(cli, ["preprocess", "--src", str(src), "--tgt", str(tgt),
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and result.stderr.strip().splitlines()[-1] == errors[0]
     assert "Traceback" not in result.output + result.stderr
-    assert "6" in result.stderr and "1" in result.stderr
+    assert "has 6 lines" in errors[0] and "has 1:" in errors[0]
+    assert not DataFolder(tmp_path / "out").is_complete()
