@@ -14,8 +14,11 @@ No other module spells these names: they ask a folder object for its paths and r
 JSON, read with one-line errors naming the file, and written atomically and durably (mt/atomic.py).
 """
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
 
 from mt.atomic import atomic_path, write_json
 from mt.errors import UserError
@@ -164,6 +167,7 @@ class RunFolder:
     TENSORBOARD = "tb"
     TOKENIZERS = {"src": "src.spm.model", "tgt": "tgt.spm.model"}
     WEIGHT_NAMES = ("best", "last")
+    LOCK = ".lock"
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -244,6 +248,29 @@ class RunFolder:
 
     def save_config(self, config):
         config.save(self.config_path)
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run folder for this process while the block runs; a second holder is refused at once
+        with a UserError naming the process that holds it.
+
+        An advisory lock (flock) on a file in the folder: the kernel releases it when its holder exits in
+        any way, SIGKILL included, so a crashed run never leaves the folder locked."""
+        os.makedirs(self.path, exist_ok=True)
+        fd = os.open(self.file(self.LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(f"{self.path} is in use by {holder}: wait for that run to end or stop it, or "
+                            "train into another --out") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"`mt train` (process {os.getpid()} on {socket.gethostname()})\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     # -- weights and tokenizers -----------------------------------------------------------------------
 

@@ -118,3 +118,30 @@ def test_weights_fall_back_to_the_other_file_and_say_when_there_are_none(tmp_pat
     assert run.existing_weights("best") == run.weights_path("last")
     with pytest.raises(UserError, match="unknown weights"):
         run.existing_weights("newest")
+
+
+def test_a_run_folder_is_held_by_one_process_at_a_time_even_after_sigkill(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    run = RunFolder(tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from mt.folders import RunFolder\n"
+        "with RunFolder(sys.argv[1]).lock():\n    print('held', flush=True)\n    time.sleep(60)"),
+        run.path], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError) as error:
+            with run.lock():
+                pass
+        assert f"process {holder.pid}" in str(error.value) and "in use" in str(error.value)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with run.lock():  # the kernel released the killed holder's lock
+        with pytest.raises(UserError):
+            with RunFolder(run.path).lock():  # and this process now holds it: a second holder is refused
+                pass
+    with run.lock():
+        pass
