@@ -73,11 +73,11 @@ class Counters:
     """The loop's position in the data and the early-stopping state: variables saved with every
     checkpoint, under these names."""
 
-    step: object
-    epoch: object
-    batch_in_epoch: object
-    bad_evals: object
-    best: object
+    step: "tf.Variable"  # int64: updates done
+    epoch: "tf.Variable"  # int64: the epoch of the last batch trained on
+    batch_in_epoch: "tf.Variable"  # int64: batches of that epoch done
+    bad_evals: "tf.Variable"  # int64: validations since the best score
+    best: "tf.Variable"  # float64: the best validation score so far
 
     @classmethod
     def create(cls):
