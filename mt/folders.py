@@ -298,13 +298,16 @@ class RunFolder:
                 if os.path.exists(staged):
                     os.remove(staged)
 
-    def copy_tokenizers(self, data_folder):
-        """Copy the data folder's tokenizers in (replacing any older copy), after checking that each
-        loads as a SentencePiece model with mt's special ids."""
+    def copy_tokenizers(self, data_folder, missing_only=False):
+        """Copy the data folder's tokenizers in (replacing any older copy, or with `missing_only` only
+        those the run folder lacks), after checking that each loads as a SentencePiece model with mt's
+        special ids."""
         from mt.atomic import write_bytes
         from mt.tokenizer import Tokenizer
 
         for side in SIDES:
+            if missing_only and os.path.exists(self.tokenizer_path(side)):
+                continue
             source = data_folder.tokenizer_path(side)
             Tokenizer(source)  # a UserError unless it is a SentencePiece model with mt's ids
             with open(source, "rb") as f:

@@ -1,33 +1,27 @@
-"""Stage 2: train an encoder-decoder on a prepared data folder, writing a self-contained run folder.
-
-Run folder layout:
-    config.yaml            the settings used (model + train)
-    data.json              vocabulary sizes and the data folder's manifest summary
-    src.spm.model, tgt.spm.model   the tokenizers
-    weights/best.weights.h5, weights/last.weights.h5
-    checkpoints/           weights, optimizer state, step, data position, RNG state (for resuming)
-    metrics.jsonl          one JSON object per log line and per validation
-    tb/                    TensorBoard logs
-    done.json              written when the run has finished (why, at which step, best score)
+"""Stage 2: train an encoder-decoder on a prepared data folder, writing a self-contained run folder
+(its layout: mt/folders.py, RunFolder).
 
 Running the same command again on an unfinished run resumes from its last checkpoint; Ctrl-C and SIGTERM
 save a checkpoint first. Training runs under a tf.distribute strategy (see mt/distribute.py) with a custom
 step: each replica computes the gradient of (its sum of token losses / real target tokens in the global
 batch), the gradients are summed across replicas, clipped by their global norm, and applied once, so one
 replica and N replicas compute the same update for the same global batch.
+
+This module owns the loop, the loss and the checkpoints; validation and early stopping are in
+mt/validation.py, the progress lines, metrics and TensorBoard logs in mt/runlog.py.
 """
 
-import json
 import math
 import os
-import shutil
 import signal
-import time
+from dataclasses import dataclass
 
 import click
 
-from mt.atomic import write_json
 from mt.errors import UserError
+from mt.folders import DataFolder, RunFolder
+from mt.runlog import Clock, RunLog
+from mt.validation import DevBleu, Validator, read_dev_sample
 
 OUTPUT_ROWS_MULTIPLE = 64  # the loss's gathered target positions are padded to a multiple of this
 
@@ -38,15 +32,14 @@ def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_re
     from mt.config import Config
     from mt.distribute import make_strategy, resolve_precision
 
-    manifest = load_manifest(data)
-    done = os.path.join(out, "done.json")
-    if os.path.exists(done):
-        with open(done, encoding="utf-8") as f:
-            info = json.load(f)
-        click.echo(f"{out}: run already finished at step {info['step']} ({info['reason']}); nothing to do")
+    data_folder = DataFolder(data)
+    manifest = data_folder.manifest()
+    run_folder = RunFolder(out)
+    done = run_folder.done()
+    if done is not None:
+        click.echo(f"{out}: run already finished at step {done['step']} ({done['reason']}); nothing to do")
         return
-    snapshot = os.path.join(out, "config.yaml")
-    cfg = Config.load(snapshot if os.path.exists(snapshot) else config)
+    cfg = run_folder.load_config() if run_folder.has_config() else Config.load(config)
     overrides = {"max_steps": max_steps, "max_minutes": max_minutes, "seed": seed, "precision": precision,
                  "checkpoint_every": checkpoint_every}
     for key, value in overrides.items():
@@ -54,15 +47,50 @@ def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_re
             setattr(cfg.train, key, value)
     cfg.check()
     cfg.train.precision = resolve_precision(cfg.train.precision)  # the snapshot records what was used
-    Trainer(cfg, data, manifest, out, make_strategy(strategy, cpu_replicas, cfg.train.precision)).fit()
+    Trainer(cfg, data_folder, manifest, out, make_strategy(strategy, cpu_replicas, cfg.train.precision)).fit()
 
 
 def load_manifest(data):
-    path = os.path.join(data, "manifest.json")
-    if not os.path.exists(path):
-        raise UserError(f"{data} is not a prepared data folder (no manifest.json): run `mt preprocess` first")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """The checked manifest of the prepared data folder DATA, as a Trainer takes it."""
+    return DataFolder(data).manifest()
+
+
+def prepare_run_folder(run, data, manifest, cfg):
+    """Write the run folder's tokenizers, config snapshot and data record before training starts.
+
+    A new run copies the data folder's tokenizers; a resumed one (it has a config snapshot) keeps the
+    copies it has and copies only a missing one, so the run goes on with the tokenizers it started with."""
+    src_vocab, tgt_vocab = data.vocab_sizes()
+    run.copy_tokenizers(data, missing_only=run.has_config())
+    run.save_config(cfg)
+    run.write_data_info({
+        "data": os.path.abspath(data.path), "src_vocab": src_vocab, "tgt_vocab": tgt_vocab,
+        "vocab": manifest["vocab"], "pairs": {k: v.get("pairs") for k, v in manifest["splits"].items()}})
+
+
+@dataclass
+class Counters:
+    """The loop's position in the data and the early-stopping state: variables saved with every
+    checkpoint, under these names."""
+
+    step: "tf.Variable"  # int64: updates done
+    epoch: "tf.Variable"  # int64: the epoch of the last batch trained on
+    batch_in_epoch: "tf.Variable"  # int64: batches of that epoch done
+    bad_evals: "tf.Variable"  # int64: validations since the best score
+    best: "tf.Variable"  # float64: the best validation score so far
+
+    @classmethod
+    def create(cls):
+        """New counters (inside the strategy's scope, so that every replica sees them)."""
+        import tensorflow as tf
+
+        names = ("step", "epoch", "batch_in_epoch", "bad_evals")
+        counts = {n: tf.Variable(0, dtype=tf.int64, trainable=False, name=n) for n in names}
+        return cls(**counts, best=tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_score"))
+
+    def checkpointed(self):
+        return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "bad_evals": self.bad_evals, "best": self.best}
 
 
 class Stop(Exception):
@@ -70,37 +98,40 @@ class Stop(Exception):
 
 
 class Trainer:
-    """Owns the strategy, model, optimizer, data and run folder of one training run."""
+    """The training loop of one run: strategy, model, optimizer, data order, loss and checkpoints."""
 
-    def __init__(self, cfg, data_dir, manifest, out, strategy):
+    def __init__(self, cfg, data, manifest, out, strategy):
+        """`data`: the DataFolder (or its path) and `manifest` its manifest; `out`: the run folder's path."""
         import keras
 
         from mt.distribute import is_chief, worker_folder
 
-        self.cfg, self.tc, self.data_dir, self.out, self.strategy = cfg, cfg.train, data_dir, out, strategy
+        self.cfg, self.tc, self.strategy = cfg, cfg.train, strategy
+        self.data = data if isinstance(data, DataFolder) else DataFolder(data)
+        self.run = RunFolder(out)
         self.chief = is_chief(strategy)
-        self.folder = worker_folder(out, self.chief)  # the chief writes the run folder, others a temp folder
+        # the chief writes the run folder, the other tasks their checkpoints in a temporary folder
+        self.own = RunFolder(worker_folder(out, self.chief))
         keras.utils.set_random_seed(self.tc.seed)
-        self.src_vocab, self.tgt_vocab = manifest["vocab"]["src"], manifest["vocab"]["tgt"]
-        self.tokenizer_names = manifest["tokenizers"]
+        self.src_vocab, self.tgt_vocab = self.data.vocab_sizes()
         if self.chief:
-            self._prepare_folder(manifest)
-        self._load_data(manifest)
+            prepare_run_folder(self.run, self.data, manifest, cfg)
+        self.log = RunLog(self.run if self.chief else None)
+        self._load_data()
         self._build_state()
 
-    def _load_data(self, manifest):
+    def _load_data(self):
         from mt.data import Batcher
-        from mt.folders import DataFolder
 
-        train_src, train_tgt = DataFolder(self.data_dir).read_split("train")
+        train_src, train_tgt = self.data.read_split("train")
         self.batcher = Batcher(train_src, train_tgt, self.tc.batch_tokens, self.tc.max_len, self.tc.seed,
                                multiple=self.tc.length_multiple)
         if self.batcher.num_pairs == 0:
-            raise UserError(f"{self.data_dir}: no training pair is within train.max_len={self.tc.max_len} "
+            raise UserError(f"{self.data.path}: no training pair is within train.max_len={self.tc.max_len} "
                             "pieces; raise max_len in the config")
-        dev_src, dev_tgt = DataFolder(self.data_dir).read_split("dev")
+        dev_src, dev_tgt = self.data.read_split("dev")
         self.dev = Batcher(dev_src, dev_tgt, self.tc.batch_tokens, multiple=self.tc.length_multiple)
-        self.dev_text = self._read_dev_text(manifest)
+        self.epoch_batches = len(self.batcher.epoch_batches(0))  # for the fractional epoch of progress lines
 
     def _build_state(self):
         import keras
@@ -116,52 +147,31 @@ class Trainer:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             self.optimizer = optimizer
             self.optimizer.build(self.model.trainable_variables)
-            counters = ("step", "epoch", "batch_in_epoch", "bad_evals")
-            self.counters = {n: tf.Variable(0, dtype=tf.int64, trainable=False, name=n) for n in counters}
-            self.best = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_score")
+            self.counters = Counters.create()
         rng = [v.value for v in self.model.non_trainable_variables]  # dropout seed states
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, best=self.best,
-                                              rng=rng, **self.counters)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.folder, "checkpoints"), 2)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, rng=rng,
+                                              **self.counters.checkpointed())
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.own.checkpoints_dir, 2)
         spec = [tf.TensorSpec([None, None], tf.int32)] * 3
         self.eval_step = tf.function(self._eval_step, input_signature=spec, autograph=False)
-        self.writer = tf.summary.create_file_writer(os.path.join(self.folder, "tb"))
+        self.validator = Validator(self.model, self.eval_step, self.dev, self.counters.best,
+                                  self.counters.bad_evals, self.tc.patience,
+                                  weights=self.run if self.chief else None, bleu=self._dev_bleu())
+
+    def _dev_bleu(self):
+        """BLEU on the dev sample, or None when the data folder has none or the config asks for none."""
+        from mt.tokenizer import Tokenizer
+
+        sample = read_dev_sample(self.data, self.tc.eval_bleu_sentences)
+        if sample is None:
+            return None
+        tokenizers = [Tokenizer(self.data.tokenizer_path(side)) for side in ("src", "tgt")]
+        return DevBleu(self.model, *tokenizers, *sample)
 
     def count(self, name):
-        return int(self.counters[name].numpy())
+        return int(getattr(self.counters, name).numpy())
 
-    # -- run folder ------------------------------------------------------------------------------------
-
-    def _prepare_folder(self, manifest):
-        os.makedirs(os.path.join(self.out, "weights"), exist_ok=True)
-        for side in ("src", "tgt"):
-            source = os.path.join(self.data_dir, manifest["tokenizers"][side])
-            target = os.path.join(self.out, f"{side}.spm.model")
-            if not os.path.exists(target):
-                shutil.copyfile(source, target + ".tmp")
-                os.replace(target + ".tmp", target)
-        self.cfg.save(os.path.join(self.out, "config.yaml"))
-        write_json(os.path.join(self.out, "data.json"), {
-            "data": os.path.abspath(self.data_dir), "src_vocab": self.src_vocab, "tgt_vocab": self.tgt_vocab,
-            "vocab": manifest["vocab"], "pairs": {k: v.get("pairs") for k, v in manifest["splits"].items()}})
-
-    def _read_dev_text(self, manifest):
-        names = manifest.get("dev_text")
-        if not names or not self.tc.eval_bleu_sentences:
-            return None
-        sides = []
-        for side in ("src", "tgt"):
-            with open(os.path.join(self.data_dir, names[side]), encoding="utf-8") as f:
-                sides.append(f.read().splitlines()[:self.tc.eval_bleu_sentences])
-        return sides
-
-    def _save_weights(self, name):
-        if not self.chief:
-            return
-        path = os.path.join(self.out, "weights", f"{name}.weights.h5")
-        tmp = os.path.join(self.out, "weights", f".tmp-{name}.weights.h5")
-        self.model.save_weights(tmp)
-        os.replace(tmp, path)
+    # -- checkpoints -----------------------------------------------------------------------------------
 
     def _save_checkpoint(self):
         """Every task saves (multi-worker saving is collective); only the chief's lands in the run folder."""
@@ -170,10 +180,10 @@ class Trainer:
     def _restore(self):
         import tensorflow as tf
 
-        latest = tf.train.latest_checkpoint(os.path.join(self.out, "checkpoints"))
+        latest = tf.train.latest_checkpoint(self.run.checkpoints_dir)
         if latest:
             self.checkpoint.restore(latest)
-            click.echo(f"Resuming from step {self.count('step')}", err=True)
+            self.log.say(f"Resuming from step {self.count('step')}")
         else:
             self._init_output_bias()
 
@@ -182,26 +192,13 @@ class Trainer:
 
         With a zero bias, the fastest way for the first updates to lower the loss is to drive the decoder's
         output (after the attention layer's tanh) to one constant vector that encodes the unigram
-        distribution; on a real corpus with an 8k vocabulary that saturates the tanh, its gradient
-        vanishes, and training stays at the unigram loss (measured on the Bible corpus: loss 6.17 after
-        200 steps with this init missing, 4.36 with it). Every worker computes the same values."""
+        distribution; on a real corpus with a large vocabulary that saturates the tanh, its gradient
+        vanishes, and training stays at the unigram loss (see docs/design.md). Every worker computes the
+        same values."""
         from mt.data import unigram_log_probs
 
         bias = self.model.output_layer.bias
         bias.assign(unigram_log_probs(self.batcher.tgt, self.tgt_vocab).astype(bias.dtype))
-
-    def _log(self, record):
-        if not self.chief:
-            return
-        import tensorflow as tf
-
-        record = {"time": round(time.time(), 3), **record}
-        with open(os.path.join(self.out, "metrics.jsonl"), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        with self.writer.as_default(step=int(record["step"])):
-            for key, value in record.items():
-                if key not in ("time", "step", "kind") and isinstance(value, (int, float)):
-                    tf.summary.scalar(f"{record['kind']}/{key}", value)
 
     # -- distributed input -----------------------------------------------------------------------------
 
@@ -231,31 +228,8 @@ class Trainer:
     # -- compiled steps --------------------------------------------------------------------------------
 
     def _loss_sums(self, src, tgt_in, tgt_out, training):
-        """(sum of token losses, number of real target tokens) for one (per-replica) batch.
-
-        The output layer, the largest product, and the softmax run on the real target positions only,
-        gathered from the decoder's outputs: a batch's padding would otherwise cost ~11% of their work
-        (Bible batches, lengths rounded to 8). The gathered rows are padded to a multiple of
-        OUTPUT_ROWS_MULTIPLE with rows of weight 0, so the product sees few distinct shapes (oneDNN keeps
-        state per shape, see docs/design.md)."""
-        import tensorflow as tf
-
-        hidden = self.model.decoder_outputs(src, tgt_in, training=training)
-        real = tf.reshape(tf.not_equal(tgt_out, 0), [-1])
-        positions = tf.cast(tf.where(real)[:, 0], tf.int32)
-        count = tf.size(positions)
-        extra = -count % OUTPUT_ROWS_MULTIPLE
-        positions = tf.concat([positions, tf.zeros([extra], tf.int32)], 0)
-        weight = tf.concat([tf.ones([count]), tf.zeros([extra])], 0)
-        rows = tf.gather(tf.reshape(hidden, [-1, tf.shape(hidden)[-1]]), positions)
-        labels = tf.gather(tf.reshape(tgt_out, [-1]), positions)
-        logits = self.model.output_logits(rows)
-        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        eps = self.tc.label_smoothing if training else 0.0
-        if eps:
-            uniform = -tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1)
-            nll = (1.0 - eps) * nll + eps * uniform
-        return tf.reduce_sum(nll * weight), tf.cast(count, tf.float32)
+        return loss_sums(self.model, src, tgt_in, tgt_out, self.tc.label_smoothing if training else 0.0,
+                         training)
 
     def _replica_step(self, src, tgt_in, tgt_out, global_tokens, stop):
         """One update from this replica's shard of the global batch.
@@ -305,9 +279,9 @@ class Trainer:
         import tensorflow as tf
 
         self._restore()
-        click.echo(f"training on {self.batcher.num_pairs} pairs, {self.model.count_params():,} parameters, "
-                   f"{self.strategy.num_replicas_in_sync} replica(s), {self.tc.precision}, run folder {self.out}",
-                   err=True)
+        self.log.say(f"training on {self.batcher.num_pairs} pairs, {self.model.count_params():,} parameters, "
+                     f"{self.strategy.num_replicas_in_sync} replica(s), {self.tc.precision}, run folder "
+                     f"{self.run.path}")
         start_epoch, start_batch = self.count("epoch"), self.count("batch_in_epoch")
         dataset = self._distributed_dataset(start_epoch, start_batch)
         # autograph off (here and in eval_step): the model and the step have no Python control flow on
@@ -315,8 +289,7 @@ class Trainer:
         step_fn = tf.function(self._train_step, input_signature=[dataset.element_spec,
                                                                  tf.TensorSpec([], tf.float32)], autograph=False)
         positions = self.batcher.positions(start_epoch, start_batch, self.tc.max_epochs)
-        self.clock = {"start": time.time(), "start_step": self.count("step"), "window": time.time(),
-                      "loss": 0.0, "tokens": 0.0}
+        self.clock = Clock.started(self.count("step"))
         previous = signal.signal(signal.SIGTERM, _raise_stop)
         reason = "max_epochs"
         try:
@@ -331,35 +304,33 @@ class Trainer:
             held = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
                 self._save_checkpoint()
+                self.log.flush()
             finally:
                 for s, handler in held.items():
                     signal.signal(s, handler)
-            click.echo(f"\ninterrupted at step {self.count('step')}: checkpoint saved; run the same command "
-                       "again to resume", err=True)
+            self.log.say(f"\ninterrupted at step {self.count('step')}: checkpoint saved; run the same command "
+                         "again to resume")
             raise KeyboardInterrupt from None
         finally:
             signal.signal(signal.SIGTERM, previous)
         self._finish(reason or "max_epochs")
 
     def _advance(self, epoch, number, loss_sum, tokens):
-        self.counters["step"].assign_add(1)
-        self.counters["epoch"].assign(epoch)
-        self.counters["batch_in_epoch"].assign(number + 1)
-        self.clock["loss"] += loss_sum
-        self.clock["tokens"] += tokens
-
-    def _minutes(self):
-        return (time.time() - self.clock["start"]) / 60.0
+        self.counters.step.assign_add(1)
+        self.counters.epoch.assign(epoch)
+        self.counters.batch_in_epoch.assign(number + 1)
+        self.clock.add(loss_sum, tokens)
 
     def _time_is_up(self):
         """This task's view of the time limit; all tasks stop together when any of them says so."""
-        return bool(self.tc.max_minutes) and self._minutes() >= self.tc.max_minutes
+        return bool(self.tc.max_minutes) and self.clock.minutes() >= self.tc.max_minutes
 
     def _after_step(self):
         """Log, validate and checkpoint as due; returns a reason to stop, or None."""
         step, tc = self.count("step"), self.tc
         if step % tc.log_every == 0:
-            self._progress(step)
+            epoch = self.count("epoch") + self.count("batch_in_epoch") / max(1, self.epoch_batches)
+            self.log.progress(step, epoch, self.clock, tc.max_steps, tc.max_minutes)
         if tc.max_steps and step >= tc.max_steps:
             return "max_steps"
         if step % tc.eval_every == 0 and self._validate(step):
@@ -368,65 +339,11 @@ class Trainer:
             self._save_checkpoint()
         return None
 
-    def _progress(self, step):
-        clock, minutes = self.clock, self._minutes()
-        loss = clock["loss"] / max(clock["tokens"], 1.0)
-        speed = clock["tokens"] / max(time.time() - clock["window"], 1e-9)
-        epoch = self.count("epoch") + self.count("batch_in_epoch") / max(1, self._epoch_batches())
-        eta = _eta(step, step - clock["start_step"], minutes, self.tc)
-        click.echo(f"step {step:>7} | epoch {epoch:6.2f} | loss {loss:6.3f} | ppl {math.exp(min(loss, 50)):8.2f}"
-                   f" | {speed:7.0f} tgt tok/s | {minutes:6.1f} min{eta}", err=True)
-        self._log({"kind": "train", "step": step, "epoch": round(epoch, 4), "loss": loss,
-                   "tokens_per_s": speed, "minutes": minutes})
-        clock.update(loss=0.0, tokens=0.0, window=time.time())
-
-    def _epoch_batches(self):
-        if not hasattr(self, "_n_batches"):
-            self._n_batches = len(self.batcher.epoch_batches(0))
-        return self._n_batches
-
     def _validate(self, step):
-        """Dev loss (and BLEU on a dev sample); keep the best weights; True when it is time to stop early.
-
-        Every task validates (the result is the same everywhere), so all of them stop at the same step."""
-        record = {"kind": "dev", "step": step, **self._dev_scores()}
-        score = record.get("bleu", -record["loss"])
-        improved = score > float(self.best.numpy())
-        if improved:
-            self.best.assign(score)
-            self.counters["bad_evals"].assign(0)
-            self._save_weights("best")
-        else:
-            self.counters["bad_evals"].assign_add(1)
-        record["best"] = improved
-        self._log(record)
-        bleu = f" | dev BLEU {record['bleu']:5.2f}" if "bleu" in record else ""
-        click.echo(f"validation at step {step}: dev loss {record['loss']:.3f}{bleu}"
-                   f"{' (best so far)' if improved else ''}", err=True)
-        patience = self.tc.patience
-        return bool(patience) and self.count("bad_evals") >= patience
-
-    def _dev_scores(self):
-        loss_sum = tokens = 0.0
-        for indices in self.dev.sorted_batches():
-            batch_loss, batch_tokens = self.eval_step(*self.dev.make_batch(indices))
-            loss_sum, tokens = loss_sum + float(batch_loss), tokens + float(batch_tokens)
-        scores = {"loss": loss_sum / max(tokens, 1.0)}
-        if self.dev_text:
-            scores["bleu"] = self._dev_bleu()
-        return scores
-
-    def _dev_bleu(self):
-        from mt.evaluate import score
-        from mt.tokenizer import Tokenizer
-        from mt.translate import Translator
-
-        if not hasattr(self, "_translator"):
-            tokenizers = [Tokenizer(os.path.join(self.data_dir, self.tokenizer_names[side]))
-                          for side in ("src", "tgt")]
-            self._translator = Translator(self.model, *tokenizers)
-        src, ref = self.dev_text
-        return score(self._translator.translate(src), ref)["bleu"]
+        """Validate and log it; True when it is time to stop early."""
+        validation = self.validator(step)
+        self.log.validation(validation)
+        return validation.stop
 
     def _finish(self, reason):
         from mt.distribute import remove_worker_folder
@@ -435,28 +352,40 @@ class Trainer:
         if reason != "early_stopping":
             self._validate(step)
         self._save_checkpoint()
-        self._save_weights("last")
         if self.chief:
-            write_json(os.path.join(self.out, "done.json"), {
-                "step": step, "reason": reason, "best_score": float(self.best.numpy()),
-                "epoch": self.count("epoch")})
-        remove_worker_folder(self.folder, self.chief)
-        click.echo(f"finished at step {step} ({reason}); weights in {os.path.join(self.out, 'weights')}",
-                   err=True)
+            self.run.save_weights(self.model, "last")
+            self.run.write_done({"step": step, "reason": reason, "best_score": float(self.counters.best.numpy()),
+                                 "epoch": self.count("epoch")})
+        self.log.flush()
+        remove_worker_folder(self.own.path, self.chief)
+        self.log.say(f"finished at step {step} ({reason}); weights in {self.run.weights_dir}")
+
+
+def loss_sums(model, src, tgt_in, tgt_out, label_smoothing=0.0, training=False):
+    """(sum of token losses, number of real target tokens) of `model` on one (per-replica) batch.
+
+    The output layer, the largest product, and the softmax run on the real target positions only,
+    gathered from the decoder's outputs, since the padding of a batch would add to their work for nothing
+    (docs/design.md). The gathered rows are padded to a multiple of OUTPUT_ROWS_MULTIPLE with rows of
+    weight 0, so the product sees few distinct shapes (oneDNN keeps state per shape, see docs/design.md)."""
+    import tensorflow as tf
+
+    hidden = model.decoder_outputs(src, tgt_in, training=training)
+    real = tf.reshape(tf.not_equal(tgt_out, 0), [-1])
+    positions = tf.cast(tf.where(real)[:, 0], tf.int32)
+    count = tf.size(positions)
+    extra = -count % OUTPUT_ROWS_MULTIPLE
+    positions = tf.concat([positions, tf.zeros([extra], tf.int32)], 0)
+    weight = tf.concat([tf.ones([count]), tf.zeros([extra])], 0)
+    rows = tf.gather(tf.reshape(hidden, [-1, tf.shape(hidden)[-1]]), positions)
+    labels = tf.gather(tf.reshape(tgt_out, [-1]), positions)
+    logits = model.output_logits(rows)
+    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    if label_smoothing:
+        uniform = -tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1)
+        nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform
+    return tf.reduce_sum(nll * weight), tf.cast(count, tf.float32)
 
 
 def _raise_stop(signum, frame):
     raise Stop()
-
-
-def _eta(step, steps_done, minutes, tc):
-    """Time left under the step and minute limits, as ' | ETA m:ss' (empty without limits)."""
-    remaining = []
-    if tc.max_steps:
-        remaining.append((tc.max_steps - step) * minutes / max(steps_done, 1))
-    if tc.max_minutes:
-        remaining.append(tc.max_minutes - minutes)
-    if not remaining:
-        return ""
-    left = max(0.0, min(remaining))
-    return f" | ETA {int(left)}:{int((left % 1) * 60):02d}"

@@ -1,0 +1,335 @@
+"""Training without a distribution strategy where none is needed: early stopping as a pure function, the
+validator's best weights, dev BLEU, the run log, the run folder's tokenizers, and a resumed loop."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mt.folders import DataFolder, RunFolder
+from mt.runlog import Clock, RunLog, eta, progress_line
+from mt.validation import DevBleu, Validation, Validator, dev_loss, early_stopping, read_dev_sample
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = """
+model: {emb_dim: 8, enc_units: 8, dec_units: 16, dropout: 0.1}
+train: {batch_tokens: 300, learning_rate: 0.003, eval_every: 1000, eval_bleu_sentences: 0, log_every: 2,
+        checkpoint_every: 1000}
+"""
+
+
+def run_scores(scores, patience):
+    """The verdicts of validations scoring `scores` one after the other, from a new run's state."""
+    best, bad, verdicts = -float("inf"), 0, []
+    for score in scores:
+        verdict = early_stopping(best, bad, score, patience)
+        best, bad = verdict.best, verdict.bad_evals
+        verdicts.append(verdict)
+    return verdicts
+
+
+# -- early stopping -----------------------------------------------------------------------------------
+
+def test_improving_scores_keep_training_and_reset_the_count():
+    verdicts = run_scores([1.0, 0.5, 2.0, 3.0], patience=2)
+    assert [v.improved for v in verdicts] == [True, False, True, True]
+    assert [v.bad_evals for v in verdicts] == [0, 1, 0, 0]
+    assert [v.best for v in verdicts] == [1.0, 1.0, 2.0, 3.0]
+    assert not any(v.stop for v in verdicts)
+
+
+def test_a_plateau_stops_after_patience_validations_without_improvement():
+    verdicts = run_scores([-2.0, -1.0, -1.0, -1.5, -1.0], patience=3)
+    assert [v.stop for v in verdicts] == [False, False, False, False, True]
+    assert verdicts[-1].bad_evals == 3 and verdicts[-1].best == -1.0  # equal is not better
+
+
+def test_patience_0_never_stops():
+    verdicts = run_scores([1.0] + [0.0] * 50, patience=0)
+    assert not any(v.stop for v in verdicts) and verdicts[-1].bad_evals == 50
+
+
+# -- the validator --------------------------------------------------------------------------------------
+
+class Pieces:
+    """Stands in for a SentencePiece tokenizer: a text is its piece ids separated by spaces."""
+
+    def encode(self, lines):
+        return [[int(w) for w in line.split()] for line in lines]
+
+    def decode(self, seqs):
+        return [" ".join(str(i) for i in seq) for seq in seqs]
+
+
+VOCAB = 12
+
+
+@pytest.fixture(scope="module")
+def model():
+    import keras
+
+    from mt.config import ModelConfig
+    from mt.model import build_model
+
+    keras.utils.set_random_seed(1)
+    m = build_model(ModelConfig(emb_dim=8, enc_units=8, dec_units=16, dropout=0.0), VOCAB, VOCAB)
+    m((np.ones((1, 3), np.int32), np.ones((1, 4), np.int32)))  # build
+    return m
+
+
+@pytest.fixture
+def dev():
+    from mt.data import Batcher
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(4, VOCAB, n).astype(np.int32) for n in (3, 5, 4, 6, 2)]
+    return Batcher(seqs, seqs, batch_tokens=12)
+
+
+class Losses:
+    """An eval step whose mean dev loss is the next of `losses`, whatever the batch."""
+
+    def __init__(self, losses):
+        self.losses, self.calls = list(losses), 0
+
+    def __call__(self, src, tgt_in, tgt_out):
+        tokens = float((tgt_out != 0).sum())
+        return self.losses[self.calls // 1000] * tokens, tokens
+
+    def next(self):
+        self.calls += 1000
+
+
+def test_dev_loss_is_the_mean_over_all_real_target_tokens(dev):
+    sums = []
+
+    def eval_step(src, tgt_in, tgt_out):
+        tokens = float((tgt_out != 0).sum())
+        sums.append(tokens)
+        return 2.0 * tokens * len(sums), tokens  # batch i has mean loss 2 i
+
+    loss = dev_loss(eval_step, dev)
+    assert len(sums) > 1
+    assert loss == pytest.approx(sum(2.0 * t * (i + 1) for i, t in enumerate(sums)) / sum(sums))
+
+
+def test_the_best_weights_are_saved_only_when_the_score_improves(model, dev, tmp_path):
+    import tensorflow as tf
+
+    run = RunFolder(tmp_path / "run")
+    best, bad = tf.Variable(-np.inf, dtype=tf.float64), tf.Variable(0, dtype=tf.int64)
+    losses = Losses([3.0, 3.5, 2.0])
+    validate = Validator(model, losses, dev, best, bad, patience=5, weights=run)
+    kernel = model.trainable_variables[0]
+    original = kernel.numpy()
+
+    def saved_kernels():
+        return [v for v in weights(run.weights_path("best")).values() if v.shape == original.shape]
+
+    try:
+        first = validate(10)
+        assert first == Validation(10, pytest.approx(3.0), None, True, False)
+        assert float(best.numpy()) == pytest.approx(-3.0)
+        assert any(np.array_equal(v, original) for v in saved_kernels())
+
+        kernel.assign(original + 1.0)
+        losses.next()
+        second = validate(20)
+        assert not second.improved and int(bad.numpy()) == 1 and float(best.numpy()) == pytest.approx(-3.0)
+        assert not any(np.array_equal(v, original + 1.0) for v in saved_kernels())
+
+        losses.next()
+        third = validate(30)
+        assert third.improved and int(bad.numpy()) == 0 and float(best.numpy()) == pytest.approx(-2.0)
+        assert any(np.array_equal(v, original + 1.0) for v in saved_kernels())
+        assert sorted(os.listdir(run.weights_dir)) == ["best.weights.h5"]  # no temporary file left
+    finally:
+        kernel.assign(original)
+
+
+def test_a_task_without_a_run_folder_validates_but_saves_nothing(model, dev, tmp_path):
+    import tensorflow as tf
+
+    best, bad = tf.Variable(-np.inf, dtype=tf.float64), tf.Variable(0, dtype=tf.int64)
+    result = Validator(model, Losses([1.0]), dev, best, bad, patience=1)(5)
+    assert result.improved and float(best.numpy()) == pytest.approx(-1.0)
+    assert not os.listdir(tmp_path)
+
+
+def test_dev_bleu_is_the_bleu_of_the_greedy_translations(model):
+    from mt.evaluate import score
+    from mt.translate import Translator
+
+    sources = ["4 5 6", "7 8", "9 10 11 4"]
+    translations = Translator(model, Pieces(), Pieces()).translate(sources)
+    references = ["4 5 6 7", "7 8", "9 10"]
+    bleu = DevBleu(model, Pieces(), Pieces(), sources, references)
+    assert isinstance(bleu(), float)
+    assert bleu() == score(translations, references)["bleu"]
+    assert DevBleu(model, Pieces(), Pieces(), sources, translations)() == pytest.approx(100.0)
+
+
+def test_a_validation_with_bleu_scores_bleu(model, dev):
+    import tensorflow as tf
+
+    best, bad = tf.Variable(50.0, dtype=tf.float64), tf.Variable(0, dtype=tf.int64)
+    result = Validator(model, Losses([0.1]), dev, best, bad, patience=1, bleu=lambda: 40.0)(7)
+    assert result.bleu == 40.0 and not result.improved and result.stop  # a lower loss does not count
+    assert result.record() == {"kind": "dev", "step": 7, "loss": pytest.approx(0.1), "bleu": 40.0, "best": False}
+
+
+# -- the run log ----------------------------------------------------------------------------------------
+
+def test_the_progress_line_has_step_epoch_loss_perplexity_speed_minutes_and_eta():
+    line = progress_line(120, 1.5, 2.0, 1234.4, 3.25, eta(120, 100, 3.25, 200, 0))
+    assert re.fullmatch(r"step +120 \| epoch +1\.50 \| loss +2\.000 \| ppl +7\.39 \| +1234 tgt tok/s \| "
+                        r"+3\.2 min \| ETA 2:36", line), line
+    assert eta(5, 5, 1.0, 0, 0) == "" and eta(5, 5, 1.0, 0, 3) == " | ETA 2:00"
+
+
+def test_the_clock_window_starts_again_at_each_progress_line():
+    clock = Clock.started(40, now=100.0)
+    clock.add(6.0, 3.0)
+    clock.add(2.0, 1.0)
+    assert clock.close_window(now=102.0) == (2.0, 2.0)
+    assert (clock.loss_sum, clock.tokens, clock.window_start) == (0.0, 0.0, 102.0)
+    assert clock.minutes(now=130.0) == 0.5 and clock.start_step == 40
+
+
+def test_the_run_log_writes_one_metrics_line_per_record_and_tensorboard_events(tmp_path):
+    run = RunFolder(tmp_path)
+    lines = []
+    log = RunLog(run, echo=lines.append)
+    clock = Clock.started(0)
+    clock.add(10.0, 5.0)
+    log.progress(2, 0.25, clock, max_steps=10)
+    log.validation(Validation(2, 1.5, 12.0, True, False))
+    log.flush()
+    records = [json.loads(line) for line in open(run.metrics_path, encoding="utf-8")]
+    assert [r["kind"] for r in records] == ["train", "dev"]
+    assert set(records[0]) == {"time", "kind", "step", "epoch", "loss", "tokens_per_s", "minutes"}
+    assert records[0]["loss"] == 2.0 and records[0]["step"] == 2 and records[0]["epoch"] == 0.25
+    assert records[1] == {"time": records[1]["time"], "kind": "dev", "step": 2, "loss": 1.5, "bleu": 12.0,
+                          "best": True}
+    assert any(name.startswith("events") for name in os.listdir(run.tensorboard_dir))
+    assert lines[0].startswith("step       2 |") and " | ETA " in lines[0]
+    assert lines[1] == "validation at step 2: dev loss 1.500 | dev BLEU 12.00 (best so far)"
+
+
+def test_a_run_log_without_a_folder_prints_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    log = RunLog(None, echo=lines.append)
+    log.progress(5, 1.0, Clock.started(0), 0, 0)
+    log.validation(Validation(5, 2.0, None, False, False))
+    log.flush()
+    assert len(lines) == 2 and lines[1] == "validation at step 5: dev loss 2.000"
+    assert not os.listdir(tmp_path)
+
+
+# -- the run folder and the loop ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from mt.cli import cli
+
+    root = tmp_path_factory.mktemp("train")
+    for split, n in (("train", 120), ("dev", 12)):
+        for side in ("src", "tgt"):
+            with open(os.path.join(ROOT, "data", "default", f"{split}.{side}"), encoding="utf-8") as f:
+                lines = f.read().splitlines()[:n]
+            (root / f"{split}.{side}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (root / "tiny.yaml").write_text(TINY)
+    result = CliRunner().invoke(cli, ["preprocess", "--src", str(root / "train.src"), "--tgt",
+                                      str(root / "train.tgt"), "--dev-src", str(root / "dev.src"), "--dev-tgt",
+                                      str(root / "dev.tgt"), "--out", str(root / "data"), "--vocab-size", "300"])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def test_the_dev_sample_is_the_first_lines_of_the_dev_text(data):
+    folder = DataFolder(data / "data")
+    sources, references = read_dev_sample(folder, 5)
+    assert len(sources) == len(references) == 5
+    with open(folder.dev_text_path("tgt"), encoding="utf-8") as f:
+        assert references == f.read().split("\n")[:5]
+    assert read_dev_sample(folder, 0) is None
+
+
+def test_a_new_run_copies_the_tokenizers_and_a_resumed_one_keeps_its_copies(data, tmp_path):
+    from mt.config import Config
+    from mt.train import prepare_run_folder
+
+    folder = DataFolder(data / "data")
+    run = RunFolder(tmp_path / "run")
+    os.makedirs(run.path)
+    with open(run.tokenizer_path("src"), "wb") as f:
+        f.write(b"stale")
+    cfg = Config.load(str(data / "tiny.yaml"))
+    prepare_run_folder(run, folder, folder.manifest(), cfg)  # a new run: no config snapshot yet
+    for side in ("src", "tgt"):
+        with open(run.tokenizer_path(side), "rb") as a, open(folder.tokenizer_path(side), "rb") as b:
+            assert a.read() == b.read()
+    assert run.vocab_sizes() == folder.vocab_sizes() and run.has_config()
+
+    with open(run.tokenizer_path("src"), "wb") as f:
+        f.write(b"kept")
+    os.remove(run.tokenizer_path("tgt"))
+    prepare_run_folder(run, folder, folder.manifest(), cfg)  # resumed: it has a config snapshot
+    with open(run.tokenizer_path("src"), "rb") as f:
+        assert f.read() == b"kept"
+    assert os.path.exists(run.tokenizer_path("tgt"))
+
+
+def test_an_interrupted_loop_resumes_from_its_checkpoint(data, tmp_path, monkeypatch, capsys):
+    """(That the resumed run ends with the weights of an uninterrupted one: tests/test_distributed.py.)"""
+    import tensorflow as tf
+
+    from mt.config import Config
+    from mt.train import Trainer, load_manifest
+
+    def trainer(max_steps):
+        cfg = Config.load(str(data / "tiny.yaml"))
+        cfg.train.max_steps = max_steps
+        return Trainer(cfg, str(data / "data"), load_manifest(str(data / "data")), str(tmp_path / "run"),
+                       tf.distribute.OneDeviceStrategy("/cpu:0"))
+
+    interrupted = trainer(6)
+    advance = interrupted._advance
+
+    def advance_then_interrupt(*args):
+        advance(*args)
+        if interrupted.count("step") == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(interrupted, "_advance", advance_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    run = RunFolder(tmp_path / "run")
+    assert run.done() is None
+    position = [interrupted.count(n) for n in ("step", "epoch", "batch_in_epoch")]
+    saved = [v.numpy() for v in interrupted.model.trainable_variables]
+    capsys.readouterr()
+
+    resumed = trainer(6)
+    resumed._restore()
+    assert [resumed.count(n) for n in ("step", "epoch", "batch_in_epoch")] == position == [3, 0, 3]
+    for a, b in zip(saved, resumed.model.trainable_variables):
+        np.testing.assert_array_equal(a, b.numpy())
+    resumed.fit()
+    assert "Resuming from step 3" in capsys.readouterr().err
+    assert run.done()["step"] == 6 and run.done()["reason"] == "max_steps"
+    steps = [json.loads(line)["step"] for line in open(run.metrics_path, encoding="utf-8")]
+    assert steps == [2, 4, 6, 6]  # progress lines every 2 steps (one run, then the other), the final validation
+
+
+def weights(path):
+    import h5py
+
+    values = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda key, obj: values.append((key, obj[()])) if hasattr(obj, "shape") else None)
+    return dict(values)
