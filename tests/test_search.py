@@ -1,6 +1,7 @@
 """The search strategies against a fake decoder step with known logits, and against a tiny real model."""
 
 import itertools
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -443,3 +444,108 @@ def test_beam_over_a_large_vocabulary_matches_beam_with_plain_top_k(monkeypatch)
     for name in ("ids", "lengths", "scores", "ranks"):
         np.testing.assert_allclose(fast[name], plain[name], atol=1e-6, err_msg=name)
     assert len({tuple(row) for row in fast["ids"][0]}) == 3
+
+
+# -- the step protocol ----------------------------------------------------------------------------------------
+
+
+class Memory(NamedTuple):
+    fixed: tf.Tensor  # the same for every step: returned as it came, so beam search does not gather it
+    t: tf.Tensor
+
+
+class TypedStep(FakeStep):
+    """The fake step with its state as a named tuple nested in a tuple, as the model's DecoderState is."""
+
+    def initial_state(self, batch):
+        return ((tf.zeros([batch], tf.int32),), Memory(tf.ones([batch, 2]), tf.zeros([batch], tf.int32)))
+
+    def __call__(self, ids, state):
+        (t,), memory = state
+        logits, new, attention = super().__call__(ids, {"t": t})
+        return logits, ((new["t"],), memory._replace(t=memory.t + 1)), attention
+
+
+@pytest.mark.parametrize("kind", ["greedy", "sampling", "beam"])
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_a_typed_state_goes_through_reordering_and_row_dropping(kind, fraction, monkeypatch):
+    import mt.search
+
+    monkeypatch.setattr(mt.search, "DROP_FRACTION", fraction)  # 0: rows leave at once, 1: at the end
+    limits = tf.constant([9, 2, 6, 1, 8])
+    search = {"greedy": lambda: GreedySearch(with_attention=True),
+              "sampling": lambda: SamplingSearch(top_k=3, seed=5, with_attention=True),
+              "beam": lambda: BeamSearch(3, 0.6, n_best=2, with_attention=True)}[kind]()
+    plain = random_fake(vocab=6, seed=5, eos_bias=-1.0)
+    typed = TypedStep(plain.table, seed=5)
+    expected = search(plain, plain.initial_state(5), limits, plain.source_mask(5))
+    compiled = tf.function(lambda state: search(typed, state, limits, typed.source_mask(5)))
+    for got in (search(typed, typed.initial_state(5), limits, typed.source_mask(5)),
+                compiled(typed.initial_state(5))):
+        for name in ("ids", "lengths"):
+            np.testing.assert_array_equal(getattr(got, name).numpy(), getattr(expected, name).numpy(), name)
+        for name in ("scores", "ranks", "attention"):  # compiled: rounding of fused operations may differ
+            np.testing.assert_allclose(getattr(got, name).numpy(), getattr(expected, name).numpy(), atol=1e-6,
+                                       err_msg=name)
+
+
+def test_beam_gathers_only_the_state_the_step_changed():
+    fake = TypedStep(random_fake(vocab=5, seed=1).table)
+    state = fake.initial_state(2)
+    _, new, _ = fake(tf.constant([BOS, BOS]), state)
+    out = BeamSearch(3, 0.6).reorder(state, new, tf.constant([1, 0]))
+    assert out[1].fixed is state[1].fixed  # returned unchanged by the step: the same for every beam
+    assert out[1].t is not new[1].t and out[0][0] is not new[0][0]  # changed: gathered
+
+
+@pytest.mark.parametrize("kind", ["greedy", "sampling", "beam"])
+def test_one_search_called_with_two_step_functions(kind):
+    """A search keeps no step function: each call decodes with the one it is given, also when compiled."""
+    make = {"greedy": lambda: GreedySearch(),
+            "sampling": lambda: SamplingSearch(top_k=3, seed=5),
+            "beam": lambda: BeamSearch(3, 0.6, n_best=2)}[kind]
+    first, second = random_fake(vocab=6, seed=1, eos_bias=0.5), random_fake(vocab=6, seed=2, eos_bias=0.5)
+    shared = make()
+    compiled = tf.function(lambda step, state, limits: shared(step, state, limits))
+    for fake in (first, second, first):
+        alone = make()(fake, fake.initial_state(3), tf.constant([6, 4, 5]))
+        for got in (shared(fake, fake.initial_state(3), tf.constant([6, 4, 5])),
+                    compiled(fake, fake.initial_state(3), tf.constant([6, 4, 5]))):
+            for name in ("ids", "lengths", "scores", "ranks"):
+                np.testing.assert_array_equal(getattr(got, name).numpy(), getattr(alone, name).numpy(), name)
+    a = shared(first, first.initial_state(3), tf.constant([6, 4, 5])).ids.numpy()
+    b = shared(second, second.initial_state(3), tf.constant([6, 4, 5])).ids.numpy()
+    assert a.shape != b.shape or not np.array_equal(a, b)
+
+
+def test_a_search_that_reads_the_attention_needs_the_source_mask():
+    fake = random_fake(seed=0)
+    for search in (GreedySearch(with_attention=True), BeamSearch(3, coverage_penalty=0.2)):
+        with pytest.raises(ValueError, match="source_mask"):
+            search(fake, fake.initial_state(2), [4, 4])
+    # a search that does not read it ignores the step's attention without a source mask
+    assert GreedySearch()(fake, fake.initial_state(2), [4, 4]).attention is None
+
+
+def test_the_registry_builds_every_search_with_the_options_defaults():
+    import inspect
+
+    from mt.search import SEARCHES, build_search
+    from mt.search_options import DEFAULTS, SEARCH_NAMES, SearchOptions
+
+    assert sorted(SEARCHES) == sorted(SEARCH_NAMES)
+    fields = {"stop": "beam_stop"}
+    for cls in SEARCHES.values():
+        for name, parameter in inspect.signature(cls).parameters.items():
+            if name in ("with_attention", "scores"):
+                continue
+            assert parameter.default == getattr(DEFAULTS, fields.get(name, name)), (cls.__name__, name)
+    for name, cls in SEARCHES.items():
+        assert type(build_search(SearchOptions(search=name))) is cls
+    beam = build_search(SearchOptions(beam_size=4, length_penalty=0.2, coverage_penalty=0.1, beam_stop="exact",
+                                      n_best=3), with_attention=True)
+    assert (beam.beam_size, beam.length_penalty, beam.coverage_penalty, beam.stop, beam.n_best,
+            beam.with_attention) == (4, 0.2, 0.1, "exact", 3, True)
+    sample = build_search(SearchOptions(search="sample", temperature=0.5, top_k=7, top_p=0.9, seed=3))
+    assert (sample.temperature, sample.top_k, sample.top_p, sample.seed) == (0.5, 7, 0.9, 3)
+    assert build_search(SearchOptions(search="greedy"), scores=False).needs_log_norm is False

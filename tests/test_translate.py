@@ -375,3 +375,38 @@ def test_the_default_batch_holds_about_320_search_rows():
     assert default_batch_size("beam", 5) == 64 and default_batch_size("beam", 1000) == 1
     assert default_batch_size("beam", 5, "tokens") == 32 * 64
     assert default_batch_size("greedy", 5, workers=2) == 160 and default_batch_size("beam", 5, workers=2) == 32
+
+
+def test_search_options_are_the_defaults_of_the_translate_command():
+    import dataclasses
+
+    from mt.cli import cli
+    from mt.search_options import SearchOptions
+
+    params = {p.name: p for p in cli.commands["translate"].params}
+    for field in dataclasses.fields(SearchOptions):
+        assert params[field.name].default == field.default, field.name
+    kwargs = {name: p.default for name, p in params.items()}
+    assert SearchOptions.pick(kwargs) == SearchOptions()
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"search": "best"}, "unknown search 'best': choose one of beam, greedy, sample"),
+    ({"beam_stop": "late"}, "unknown --beam-stop 'late': choose one of early, exact"),
+    ({"search": "greedy", "n_best": 2}, "--n-best 2 needs --search beam"),
+    ({"beam_size": 0}, "--beam-size must be at least 1, got 0"),
+    ({"n_best": 6}, "--n-best must be between 1 and --beam-size (5), got 6"),
+    ({"length_penalty": -0.1}, "--length-penalty and --coverage-penalty must be 0 (off) or more"),
+    ({"coverage_penalty": -1.0}, "--length-penalty and --coverage-penalty must be 0 (off) or more"),
+    ({"temperature": 0.0}, "--temperature must be positive, got 0.0"),
+    ({"top_k": -1}, "--top-k must be 0 (off) or more, got -1"),
+    ({"top_p": 1.5}, "--top-p must be in (0, 1], got 1.5"),
+    ({"max_length_ratio": 0.0}, "--max-length-ratio must be positive, got 0.0"),
+])
+def test_search_options_check_names_the_option(changes, message):
+    from mt.search_options import SearchOptions
+
+    with pytest.raises(UserError) as error:
+        SearchOptions(**changes).check()
+    assert str(error.value).startswith(message)
+    assert SearchOptions().check() == SearchOptions()
