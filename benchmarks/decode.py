@@ -61,7 +61,7 @@ class Workload:
 
 def python_loop(encode, step):
     """Greedy search as a Python loop over target positions, one `step` call per token."""
-    from mt.model import BOS, EOS, PAD
+    from mt.tokenizer import BOS, EOS, PAD
 
     def translate(workload):
         outputs = {}
@@ -71,7 +71,7 @@ def python_loop(encode, step):
             done = np.zeros(len(batch), bool)
             tokens = []
             for t in range(int(limits.max())):
-                logits, state = step(prev, state)
+                logits, state, _ = step(prev, state)
                 ids = np.where(done, PAD, np.argmax(np.asarray(logits), -1)).astype(np.int32)
                 tokens.append(ids)
                 done |= (ids == EOS) | (t + 1 >= limits)
@@ -118,8 +118,8 @@ def make_methods(translator, names, beam_size, length_penalty):
     makers = {
         "baseline-eager": lambda: python_loop(encode, model.decode_step),
         "baseline-step": lambda: python_loop(encode, step),
-        "greedy": lambda: compiled(translator, GreedySearch(model.decode_step)),
-        "beam": lambda: compiled(translator, BeamSearch(model.decode_step, beam_size, length_penalty)),
+        "greedy": lambda: compiled(translator, GreedySearch()),
+        "beam": lambda: compiled(translator, BeamSearch(beam_size, length_penalty, stop="exact")),
     }
     unknown = [n for n in names if n not in makers]
     if unknown:

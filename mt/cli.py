@@ -11,6 +11,7 @@ import click
 from mt import __version__
 from mt.errors import UserError
 from mt.runtime import import_tensorflow_quietly
+from mt.search_options import search_options
 
 
 def stage(fn, tensorflow=True):
@@ -108,28 +109,7 @@ def train(**kwargs):
 @click.argument("input", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--model", required=True, type=click.Path(file_okay=False), help="Run folder written by train.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (default: stdout).")
-@click.option("--search", type=click.Choice(["beam", "greedy", "sample"]), default="beam", show_default=True,
-              help="Search strategy.")
-@click.option("--beam-size", default=5, show_default=True, help="Beam search: hypotheses kept per sentence.")
-@click.option("--length-penalty", default=0.6, show_default=True,
-              help="Beam search: GNMT length penalty alpha, finished scores / ((5 + length) / 6) ** alpha "
-              "(0 = off).")
-@click.option("--coverage-penalty", default=0.0, show_default=True,
-              help="Beam search: GNMT coverage penalty beta, + beta x sum of log(min(attention received, "
-              "1)) over source pieces (0 = off).")
-@click.option("--beam-stop", type=click.Choice(["early", "exact"]), default="early", show_default=True,
-              help="Beam search: stop a sentence once no live hypothesis outranks its finished ones at the "
-              "current length (early), or only once none could at any length up to its limit (exact: "
-              "never loses a better hypothesis to the length penalty, and runs longer).")
-@click.option("--n-best", default=1, show_default=True,
-              help="Beam search: write this many hypotheses per input line, as 'LINE ||| TRANSLATION ||| "
-              "LOG_PROB ||| SCORE' lines (LINE counted from 0), instead of one translation a line.")
-@click.option("--temperature", default=1.0, show_default=True, help="Sampling: divide log-probabilities by this.")
-@click.option("--top-k", default=0, show_default=True, help="Sampling: only from the K most probable pieces "
-              "(0 = all).")
-@click.option("--top-p", default=1.0, show_default=True, help="Sampling: only from the most probable pieces "
-              "that together reach this probability (1 = all).")
-@click.option("--seed", default=1234, show_default=True, help="Sampling: the same seed gives the same output.")
+@search_options
 @click.option("--batch-size", type=int, default=None, help="Sentences (or source pieces, see --batch-type) "
               "decoded together; bounds memory. Default: 320 rows of the search shared among the --workers, "
               "i.e. 320 / workers sentences for greedy search and sampling, 320 / workers / beam size for "
@@ -139,8 +119,6 @@ def train(**kwargs):
 @click.option("--workers", type=int, default=None,
               help="Batches decoded at once, the CPU cores shared among them. Default: 2 on a CPU with 2 or "
               "more cores, 1 on a GPU or inside `mt pipeline`.")
-@click.option("--max-length-ratio", default=2.0, show_default=True,
-              help="Output length limit of each sentence: ratio x its source length + 10 pieces.")
 @click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Which saved weights to use.")
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
@@ -220,19 +198,7 @@ _WEIGHTS = click.option("--weights", type=click.Choice(["best", "last"]), defaul
 @click.option("--out", type=click.Path(dir_okay=False), help="Image (.png, .svg, .pdf) or page (.html) to "
               "write; default: a text map on stdout.")
 @click.option("--max-sentences", default=20, show_default=True, help="Use at most this many lines of --input.")
-@click.option("--search", type=click.Choice(["beam", "greedy", "sample"]), default="beam", show_default=True,
-              help="Search strategy, as for translate.")
-@click.option("--beam-size", default=5, show_default=True, help="Beam search: hypotheses kept per sentence.")
-@click.option("--length-penalty", default=0.6, show_default=True, help="Beam search: GNMT length penalty.")
-@click.option("--coverage-penalty", default=0.0, show_default=True, help="Beam search: GNMT coverage penalty.")
-@click.option("--beam-stop", type=click.Choice(["early", "exact"]), default="early", show_default=True,
-              help="Beam search: when a sentence stops, as for translate.")
-@click.option("--temperature", default=1.0, show_default=True, help="Sampling: divide log-probabilities by this.")
-@click.option("--top-k", default=0, show_default=True, help="Sampling: only from the K most probable pieces.")
-@click.option("--top-p", default=1.0, show_default=True, help="Sampling: nucleus probability.")
-@click.option("--seed", default=1234, show_default=True, help="Sampling: the same seed gives the same output.")
-@click.option("--max-length-ratio", default=2.0, show_default=True,
-              help="Output length limit of each sentence: ratio x its source length + 10 pieces.")
+@search_options(n_best=False)
 @_WEIGHTS
 def inspect_attention(**kwargs):
     """Where the decoder attends, as heatmaps.

@@ -8,7 +8,7 @@ only on (seed, epoch), so a run can resume at any (epoch, batch) position and se
 
 import numpy as np
 
-from mt.model import BOS, EOS, PAD
+from mt.tokenizer import BOS, EOS, PAD
 
 
 class Batcher:

@@ -1,10 +1,11 @@
 """The encoder-decoder: a bidirectional recurrent encoder and a recurrent decoder with Luong attention.
 
-    encode(src)                    -> decoder state (a dict of tensors, batch first)
-    decode_step(ids, state)        -> (logits, state)          one target position, used by every search
-    call((src, tgt_in), training)  -> logits [batch, time, vocab]   teacher forcing, used by training
+    Seq2Seq.encode(src)                -> DecoderState (named tuples of tensors, batch first)
+    Seq2Seq.step_function()            -> step(ids, state) -> (logits, state, attention or None)
+    Seq2Seq.call((src, tgt_in))        -> logits [batch, time, vocab]   teacher forcing, used by training
 
-Training and decoding share `_decoder_step`, so what is trained is exactly what is searched.
+`Encoder` and `Decoder` are the two layers of `Seq2Seq`. Training and decoding share `Decoder._step`, so
+what is trained is exactly what is searched.
 
 Precision: under a mixed policy (mixed_bfloat16 / mixed_float16) the matrix products run in the compute
 dtype, while gates, cell states, attention softmax and logits stay in float32.
@@ -16,13 +17,17 @@ encoder states stop changing on padding, attention gives padding zero weight, th
 """
 
 import contextlib
+import os
+import re
+import tempfile
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
 
 from mt.config import ModelConfig
+from mt.tokenizer import PAD
 
-PAD, UNK, BOS, EOS = 0, 1, 2, 3
 NEG_INF = -1e9
 
 
@@ -53,9 +58,8 @@ def widen(kernel):
     """kernel [d, n] for `matmul`: with WIDEN_EXTRA zero columns appended when n is a multiple of 256.
 
     On AVX2 CPUs oneDNN multiplies a few rows by a kernel whose rows are a multiple of 512 values long at
-    about half its usual rate (benchmarks/matmul_widths.py: [64, 1024] @ [1024, 2048] at 80 GFLOP/s,
-    @ [1024, 2064] at 155), and the gate kernels of 256- or 512-unit cells are [d, 1024] or [d, 2048]. A
-    product with a few extra columns, cut off afterwards, runs at the full rate. This pays for the
+    about half its usual rate (benchmarks/matmul_widths.py, docs/design.md), and the gate kernels of 256-
+    or 512-unit cells are [d, 1024] or [d, 2048]. A product with a few extra columns, cut off afterwards, runs at the full rate. This pays for the
     products of a time loop (tens of rows); a product over all time steps at once (thousands of rows) runs
     at full rate anyway, and cutting its output would only copy it. Widen a kernel once, outside a loop."""
     n = kernel.shape[-1]
@@ -199,13 +203,15 @@ class Encoder(keras.layers.Layer):
         self.layers_bw = [RecurrentCell(config.cell, config.enc_units, d, name=f"bw_{i}")
                           for i, d in enumerate(dims)]
 
-    def call(self, src, training=False, longest_first=False):
+    def call(self, src, training=False, longest_first=False, return_layers=False):
         """src [B, S] -> (outputs [B, S, 2H], final states of the top layer (fw + bw), mask [B, S]).
-        `longest_first`: the rows are sorted by length, longest first (see run_recurrence)."""
+        `longest_first`: the rows are sorted by length, longest first (see run_recurrence).
+        `return_layers`: the outputs are every layer's, a list of [B, S, 2H], the top layer's last."""
         mask = tf.not_equal(src, PAD)
         lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
         batch = tf.shape(src)[0]
         x = self.embedding(src)
+        layers = []
         for fw, bw in zip(self.layers_fw, self.layers_bw):
             x = self.dropout(x, training=training)
             out_fw, fin_fw = run_recurrence(fw, fw.project(x), mask, fw.zero_state(batch), longest_first)
@@ -213,21 +219,44 @@ class Encoder(keras.layers.Layer):
             out_bw, fin_bw = run_recurrence(bw, bw.project(x_rev), mask, bw.zero_state(batch), longest_first)
             out_bw = tf.reverse_sequence(out_bw, lengths, seq_axis=1, batch_axis=0)
             x = tf.concat([out_fw, out_bw], axis=-1)
-        return x, fin_fw + fin_bw, mask
+            layers.append(x)
+        return layers if return_layers else x, fin_fw + fin_bw, mask
 
 
-class Seq2Seq(keras.Model):
-    """Bidirectional recurrent encoder, recurrent decoder with Luong attention and input feeding."""
+class AttentionMemory(NamedTuple):
+    """What the attention reads at every step, fixed for a sentence: computed once from the encoder."""
 
-    attention_taps = True  # teacher forcing hands the attention's gradients out through taps (see there)
+    memory: tf.Tensor  # [B, S, 2 * enc_units] the encoder's outputs, in the compute dtype
+    keys: tf.Tensor  # [B, S, dec_units] what the query is compared with (the memory itself for dot attention)
+    bias: tf.Tensor  # [B, S] float32, 0 on real source positions and NEG_INF on padding
 
-    def __init__(self, config: ModelConfig, src_vocab, tgt_vocab, **kwargs):
+
+class DecoderState(NamedTuple):
+    """The decoder's state between two steps, batch first (a nest for tf.nest and tf.while_loop)."""
+
+    cells: tuple  # per decoder layer, its cell's state: (h,) or (h, c), each [B, dec_units] float32
+    feed: tf.Tensor  # [B, dec_units] float32, the last step's output (input feeding; zeros at the start)
+    source: tuple  # an AttentionMemory, or () for a model without attention (an empty nest, unlike None)
+
+
+class Decoder(keras.layers.Layer):
+    """Target embeddings, recurrent cells started from the encoder's final states through a bridge, Luong
+    attention with input feeding, and the output layer; dropout on the embeddings, between layers and on
+    the output.
+
+        initial_state(encoded, final, mask)  -> DecoderState
+        step_function(weights)               -> step(ids, state) -> (logits, state, attention or None)
+        teacher_forcing(state, tgt_in, ...)  -> outputs [B, T, H] before the output layer
+
+    Training and decoding share `_step`, so what is trained is exactly what is searched.
+    """
+
+    def __init__(self, config: ModelConfig, vocab_size, **kwargs):
         super().__init__(**kwargs)
-        self.config, self.src_vocab, self.tgt_vocab = config, src_vocab, tgt_vocab
+        self.config, self.vocab_size = config, vocab_size
         c = config
-        self.encoder = Encoder(c, src_vocab, name="encoder")
-        self.tgt_embedding = keras.layers.Embedding(tgt_vocab, c.emb_dim, name="tgt_embedding",
-                                                    embeddings_initializer=init("uniform"))
+        self.embedding = keras.layers.Embedding(vocab_size, c.emb_dim, name="tgt_embedding",
+                                                embeddings_initializer=init("uniform"))
         self.dropout = keras.layers.Dropout(c.dropout)
         dims = [c.emb_dim] + [c.dec_units] * (c.dec_layers - 1)
         self.cells = [RecurrentCell(c.cell, c.dec_units, d, name=f"dec_{i}") for i, d in enumerate(dims)]
@@ -247,52 +276,40 @@ class Seq2Seq(keras.Model):
             self.feed_kernel = self.add_weight(name="feed_kernel", initializer=init("glorot_uniform"),
                                                shape=(c.dec_units, self.cells[0].gates * c.dec_units),
                                                autocast=False)
-        self.output_layer = keras.layers.Dense(tgt_vocab, name="output",
+        self.output_layer = keras.layers.Dense(vocab_size, name="output",
                                                kernel_initializer=init("glorot_uniform"))
         self.output_layer.build((None, c.dec_units))  # used through its kernel and bias (see _logits)
         self.seed_gen = keras.random.SeedGenerator(1234, name="dropout_seed")
-        self.build_all()
 
-    def build(self, input_shape=None):
-        """Every weight is created in __init__ (see build_all)."""
+    def create_weights(self):
+        """Create the weights of the embeddings and the bridge (the others exist from __init__)."""
+        self.embedding.build((None, None))
+        self.bridge.build((None, 2 * self.cells[0].state_size * self.config.enc_units))
         self.built = True
 
-    def build_all(self):
-        """Create the weights the layers' first calls would create, so weights can be loaded right away.
-        (Running one tiny batch through the model would do the same, eagerly, in 0.5 s.)"""
+    def initial_state(self, encoded, final, mask):
+        """The encoder's outputs [B, S, 2H], final states and mask [B, S] -> the state before the first
+        target token."""
         c = self.config
-        self.encoder.embedding.build((None, None))
-        self.tgt_embedding.build((None, None))
-        self.bridge.build((None, 2 * self.cells[0].state_size * c.enc_units))
-        self.encoder.built = True
-        self.built = True
-
-    # -- encoder side -------------------------------------------------------------------------------
-
-    def encode(self, src, training=False, longest_first=False):
-        """src [B, S] int32 -> the decoder's initial state (a dict of batch-first tensors). `longest_first`
-        promises rows sorted by length, longest first, and saves the encoder the work of their padding."""
-        enc, final, mask = self.encoder(src, training=training, longest_first=longest_first)
-        c = self.config
-        init = tf.cast(self.bridge(tf.concat(final, axis=-1)), tf.float32)
-        init = tf.split(init, self.cells[0].state_size * c.dec_layers, -1)
         n = self.cells[0].state_size
-        state = {f"rnn_{i}_{j}": init[i * n + j] for i in range(c.dec_layers) for j in range(n)}
-        state["feed"] = tf.zeros([tf.shape(src)[0], c.dec_units], tf.float32)
+        start = tf.cast(self.bridge(tf.concat(final, axis=-1)), tf.float32)
+        start = tf.split(start, n * c.dec_layers, -1)
+        cells = tuple(tuple(start[i * n + j] for j in range(n)) for i in range(c.dec_layers))
+        feed = tf.zeros([tf.shape(mask)[0], c.dec_units], tf.float32)
+        source = ()
         if self.attention:
-            state["memory"] = tf.cast(enc, self.compute_dtype)  # attention products in the compute dtype
-            state["keys"] = state["memory"]
+            memory = tf.cast(encoded, self.compute_dtype)  # attention products in the compute dtype
+            keys = memory
             if c.attention != "dot":
-                state["keys"] = project(state["memory"], self.cells[0]._cast(self.attn_key.kernel))
-            state["bias"] = tf.where(mask, 0.0, NEG_INF)
-            state["attention"] = tf.zeros(tf.shape(mask), tf.float32)
-        return state
+                keys = project(memory, self.cells[0]._cast(self.attn_key.kernel))
+            source = AttentionMemory(memory, keys, tf.where(mask, 0.0, NEG_INF))
+        return DecoderState(cells, feed, source)
 
-    # -- one decoder step, shared by training and search --------------------------------------------
+    # -- one step, shared by training and search ------------------------------------------------------
 
     def _loop_weights(self):
-        """The weights the decoder's time loop multiplies by, cast to the compute dtype and widened (see
-        `widen`) once, outside the loop.
+        """The weights the time loop multiplies by, cast to the compute dtype and widened (see `widen`)
+        once, outside the loop.
 
         With input feeding, an LSTM or vanilla RNN stacks the feed and recurrent kernels of the first layer
         as "fused", so one product [feed; h] @ [W_feed; U] replaces two; a GRU keeps them apart because its
@@ -309,38 +326,37 @@ class Seq2Seq(keras.Model):
             weights["attn_out"] = first.widened(self.attn_out.kernel)
         return weights
 
-    def _decoder_step(self, xw, state, drop_masks, weights, taps=None):
-        """Advance the decoder one step from the projected target embedding xw [B, G*H].
+    def _step(self, xw, state, drop_masks, weights, taps=None):
+        """Advance one step from the projected target embedding xw [B, G*H] and a DecoderState.
 
-        Returns (output [B, H] before the vocabulary projection, new state, attention weights or None).
-        `drop_masks` is a list of dropout masks (or None entries) for inter-layer inputs and the output;
-        `weights` comes from `_loop_weights`; `taps` this step's slices of `attention_taps` (training).
+        Returns (output [B, H] before the vocabulary projection, new state, attention weights [B, S] or
+        None). `drop_masks` is a list of dropout masks (or None entries) for inter-layer inputs and the
+        output; `weights` comes from `_loop_weights`; `taps` this step's slices of `attention_taps`.
         """
-        state = dict(state)
-        n = self.cells[0].state_size
+        cells = []
         x = None
         for i, cell in enumerate(self.cells):
-            cell_state = tuple(state[f"rnn_{i}_{j}"] for j in range(n))
+            cell_state = state.cells[i]
             hu = None
             if i > 0:
                 x = x if drop_masks[i] is None else x * drop_masks[i]
                 xw = cell.project(x, weights["kernel"][i])
             elif "fused" in weights:
-                both = tf.cast(tf.concat([state["feed"], cell_state[0]], axis=-1), weights["fused"].dtype)
+                both = tf.cast(tf.concat([state.feed, cell_state[0]], axis=-1), weights["fused"].dtype)
                 hu = tf.cast(matmul(both, weights["fused"], cell.gates * cell.units), tf.float32)
             elif self.feeding:
-                feed = tf.cast(state["feed"], weights["feed"].dtype)
+                feed = tf.cast(state.feed, weights["feed"].dtype)
                 xw = xw + tf.cast(matmul(feed, weights["feed"], cell.gates * cell.units), tf.float32)
             new = cell.step(xw, cell_state, weights["recurrent"][i], hu)
-            state.update({f"rnn_{i}_{j}": s for j, s in enumerate(new)})
+            cells.append(tuple(new))
             x = new[0]
         alignment = None
         if self.attention:
-            keys, memory = state["keys"], state["memory"]
+            keys, memory = state.source.keys, state.source.memory
             if taps is not None:  # their gradients come through the taps (see attention_taps)
                 keys, memory = tf.stop_gradient(keys), tf.stop_gradient(memory)
             low = tf.cast(x, keys.dtype)
-            scores = tf.cast(tf.einsum("bsh,bh->bs", keys, low), tf.float32) + state["bias"]
+            scores = tf.cast(tf.einsum("bsh,bh->bs", keys, low), tf.float32) + state.source.bias
             if taps is not None:
                 scores += taps[0]
             alignment = tf.nn.softmax(scores, axis=-1)
@@ -351,44 +367,44 @@ class Seq2Seq(keras.Model):
             x = tf.tanh(tf.cast(matmul(both, weights["attn_out"], self.config.dec_units), tf.float32))
         if drop_masks[0] is not None:
             x = x * drop_masks[0]
-        state["feed"] = x
-        return x, state, alignment
+        return x, state._replace(cells=tuple(cells), feed=x), alignment
 
     def decode_weights(self):
-        """Every weight one decoder step needs, in the compute dtype. A search computes these once, outside
-        its loop, so the loop does not cast the weights again at every token (see `step_function`)."""
+        """Every weight one step needs, in the compute dtype. A search computes these once, outside its
+        loop, so the loop does not cast the weights again at every token (see `step_function`)."""
         weights = self._loop_weights()
         weights["input"] = self.cells[0].widened(self.cells[0].kernel)
         weights["output"] = self.cells[0].widened(self.output_layer.kernel)
         return weights
 
     def step_function(self, weights=None):
-        """`decode_step` with the weights of `decode_weights` (computed now if not given) bound in."""
+        """One search step `step(ids, state) -> (logits, state, attention or None)` (the protocol of
+        mt/search.py), with the weights of `decode_weights` (computed now if not given) bound in."""
         weights = self.decode_weights() if weights is None else weights
         first = self.cells[0]
+        no_dropout = [None] * len(self.cells)
 
         def step(ids, state):
-            xw = first.project(self.tgt_embedding(ids), weights["input"])
-            out, state, alignment = self._decoder_step(xw, state, [None] * len(self.cells), weights)
-            if alignment is not None:
-                state["attention"] = alignment
-            return self._logits(out, weights["output"]), state
+            xw = first.project(self.embedding(ids), weights["input"])
+            out, state, alignment = self._step(xw, state, no_dropout, weights)
+            return self._logits(out, weights["output"]), state, alignment
 
         return step
 
-    def decode_step(self, ids, state):
-        """ids [B] int32 (the previous target token) -> (logits [B, V] float32, new state)."""
-        return self.step_function()(ids, state)
-
     def _logits(self, x, kernel):
-        """Decoder outputs [..., H] -> float32 logits [..., V], the product in the kernel's dtype. (Inside
-        `call` under a mixed policy Keras reads the bias in the compute dtype; elsewhere it is float32.)
-        `kernel` may come from `widen`."""
+        """Outputs [..., H] -> float32 logits [..., V], the product in the kernel's dtype. (Inside `call`
+        under a mixed policy Keras reads the bias in the compute dtype; elsewhere it is float32.) `kernel`
+        may come from `widen`."""
         x = tf.cast(x, kernel.dtype)
-        product = matmul(x, kernel, self.tgt_vocab) if x.shape.rank == 2 else project(x, kernel, self.tgt_vocab)
+        product = matmul(x, kernel, self.vocab_size) if x.shape.rank == 2 else project(x, kernel,
+                                                                                       self.vocab_size)
         # bias_add right on a float32 product: the graph optimizer fuses the two into one kernel, which
         # adds the bias as it writes the product instead of passing over [rows, vocabulary] again
         return tf.nn.bias_add(tf.cast(product, tf.float32), tf.cast(self.output_layer.bias, tf.float32))
+
+    def output_logits(self, x):
+        """Outputs [..., H] -> float32 logits [..., V]."""
+        return self._logits(x, self.cells[0]._cast(self.output_layer.kernel))
 
     # -- teacher forcing ------------------------------------------------------------------------------
 
@@ -400,6 +416,102 @@ class Seq2Seq(keras.Model):
         keep = [keras.random.uniform(shape, seed=self.seed_gen) >= rate for _ in self.cells]
         return [tf.cast(k, tf.float32) / (1.0 - rate) for k in keep]
 
+    def teacher_forcing(self, state, tgt_in, training=False, taps=True):
+        """From the initial DecoderState, the outputs [B, T, H] before the output layer for the target
+        inputs tgt_in [B, T]. `taps`: hand the attention's gradients out of the loop through
+        `attention_taps`."""
+        tapped = self.attention and taps
+        emb = self.dropout(self.embedding(tgt_in), training=training)
+        xw = tf.transpose(self.cells[0].project(emb), [1, 0, 2])
+        steps = tf.shape(tgt_in)[1]
+        masks = self._dropout_masks(steps, tf.shape(tgt_in)[0], training)
+        used = [i for i, m in enumerate(masks) if m is not None]
+        weights = self._loop_weights()
+        tap_tensors, outputs = ((), {})
+        if tapped:
+            tap_tensors, outputs = attention_taps(state.source.keys, state.source.memory, steps)
+        # the loop carries the cells and the feed; with taps also every step's alignment for their gradient
+        carried = (state.cells, state.feed)
+        if tapped:
+            carried += (tf.zeros(tf.shape(state.source.bias), tf.float32),)
+
+        def body(carry, elems):
+            step_masks = [None] * len(masks)
+            for i, m in zip(used, elems[1 + len(tap_tensors):]):
+                step_masks[i] = m
+            step_taps = elems[1:1 + len(tap_tensors)] or None
+            _, new, alignment = self._step(elems[0], state._replace(cells=carry[0], feed=carry[1]), step_masks,
+                                           weights, step_taps)
+            return (new.cells, new.feed, alignment) if tapped else (new.cells, new.feed)
+
+        states = tf.scan(body, (xw, *tap_tensors, *[masks[i] for i in used]), initializer=carried)
+        # what the taps' gradient needs: every step's attention query and alignment, [T, B, ...]
+        if tapped:
+            outputs.update(query=states[0][-1][0], alignment=states[2])
+        return tf.transpose(states[1], [1, 0, 2])
+
+
+class Seq2Seq(keras.Model):
+    """Bidirectional recurrent encoder, recurrent decoder with Luong attention and input feeding.
+
+        encode(src)                    -> DecoderState (batch first)
+        step_function()                -> step(ids, state) -> (logits, state, attention or None), for a search
+        decode_step(ids, state)        -> the same step, its weights cast at every call
+        call((src, tgt_in), training)  -> logits [batch, time, vocab]   teacher forcing, used by training
+    """
+
+    attention_taps = True  # teacher forcing hands the attention's gradients out through taps (see there)
+
+    def __init__(self, config: ModelConfig, src_vocab, tgt_vocab, **kwargs):
+        super().__init__(**kwargs)
+        self.config, self.src_vocab, self.tgt_vocab = config, src_vocab, tgt_vocab
+        self.encoder = Encoder(config, src_vocab, name="encoder")
+        self.decoder = Decoder(config, tgt_vocab, name="decoder")
+        # every weight is created now, so weights can be loaded right away; in the order of earlier
+        # versions, so that a seed gives the same initial weights
+        self.encoder.embedding.build((None, None))
+        self.encoder.built = True
+        self.decoder.create_weights()
+        self.built = True
+
+    def build(self, input_shape=None):
+        """Every weight is created in __init__."""
+        self.built = True
+
+    @property
+    def attention(self):
+        """The decoder attends to the source (model.attention is not "none")."""
+        return self.decoder.attention
+
+    @property
+    def tgt_embedding(self):
+        return self.decoder.embedding
+
+    @property
+    def output_layer(self):
+        return self.decoder.output_layer
+
+    def load_weights(self, filepath, *args, **kwargs):
+        """Load a weights file of `save_weights`, also one written before the decoder was a layer of its
+        own (see `_upgraded_weights`)."""
+        with _upgraded_weights(self, filepath) as path:
+            return super().load_weights(path, *args, **kwargs)
+
+    def encode(self, src, training=False, longest_first=False):
+        """src [B, S] int32 -> the decoder's initial DecoderState. `longest_first` promises rows sorted by
+        length, longest first, and saves the encoder the work of their padding."""
+        encoded, final, mask = self.encoder(src, training=training, longest_first=longest_first)
+        return self.decoder.initial_state(encoded, final, mask)
+
+    def step_function(self, weights=None):
+        """The decoder's search step with its weights cast once, now (see Decoder.step_function)."""
+        return self.decoder.step_function(weights)
+
+    def decode_step(self, ids, state):
+        """ids [B] int32 (the previous target token) -> (logits [B, V] float32, new state, attention [B, S]
+        or None)."""
+        return self.decoder.step_function()(ids, state)
+
     def call(self, inputs, training=False):
         """inputs = (src [B, S], tgt_in [B, T]) -> logits [B, T, V] (float32)."""
         src, tgt_in = inputs
@@ -407,43 +519,13 @@ class Seq2Seq(keras.Model):
 
     def output_logits(self, x):
         """Decoder outputs [..., H] -> float32 logits [..., V]."""
-        return self._logits(x, self.cells[0]._cast(self.output_layer.kernel))
+        return self.decoder.output_logits(x)
 
     def decoder_outputs(self, src, tgt_in, training=False):
         """Teacher forcing: src [B, S], tgt_in [B, T] -> the decoder's outputs [B, T, H] before the output
         layer (training computes the logits of the real target positions only, see Trainer._loss_sums)."""
-        state = self.encode(src, training=training)
-        tapped = self.attention and self.attention_taps
-        # with taps, "attention" is carried: the loop stacks every step's alignment for their gradient
-        constant = {k: v for k, v in state.items()
-                    if k in ("memory", "keys", "bias") or (k == "attention" and not tapped)}
-        carried = {k: v for k, v in state.items() if k not in constant}
-        emb = self.dropout(self.tgt_embedding(tgt_in), training=training)
-        xw = tf.transpose(self.cells[0].project(emb), [1, 0, 2])
-        steps = tf.shape(tgt_in)[1]
-        masks = self._dropout_masks(steps, tf.shape(tgt_in)[0], training)
-        used = [i for i, m in enumerate(masks) if m is not None]
-        weights = self._loop_weights()
-        taps, outputs = ((), {})
-        if tapped:
-            taps, outputs = attention_taps(state["keys"], state["memory"], steps)
-
-        def body(carry, elems):
-            step_masks = [None] * len(masks)
-            for i, m in zip(used, elems[1 + len(taps):]):
-                step_masks[i] = m
-            step_taps = elems[1:1 + len(taps)] or None
-            _, new_state, alignment = self._decoder_step(elems[0], {**carry, **constant}, step_masks, weights,
-                                                         step_taps)
-            if "attention" in carry:
-                new_state["attention"] = alignment
-            return {k: new_state[k] for k in carry}
-
-        states = tf.scan(body, (xw, *taps, *[masks[i] for i in used]), initializer=carried)
-        # what the taps' gradient needs: every step's attention query and alignment, [T, B, ...]
-        if tapped:
-            outputs.update(query=states[f"rnn_{len(self.cells) - 1}_0"], alignment=states["attention"])
-        return tf.transpose(states["feed"], [1, 0, 2])
+        return self.decoder.teacher_forcing(self.encode(src, training=training), tgt_in, training,
+                                            taps=self.attention_taps)
 
 
 def attention_taps(keys, memory, steps):
@@ -452,8 +534,8 @@ def attention_taps(keys, memory, steps):
 
     The keys and memory [B, S, D] are the same at every step of the decoder's loop. Differentiated inside
     the loop, every step of the backward loop would form their gradients as outer products [B, S, D] and add
-    them to running sums: memory traffic of several full-size tensors a step (a training step of
-    rnn-base-cpu took 7% less with no gradient for them at all; the taps save 2-4%, see docs/design.md).
+    them to running sums: memory traffic of several full-size tensors a step (docs/design.md, "The
+    attention's gradients leave the loop through taps").
     Instead the loop uses them without gradient, adds these zeros (taps [T, B, S] to the scores, [T, B, D]
     to the contexts), and the backward loop hands out the gradients of scores and contexts at every step
     as the taps' gradients. Here they become the gradients of keys and memory, each one batched product
@@ -478,6 +560,54 @@ def attention_taps(keys, memory, steps):
         return zeros, grad
 
     return taps(keys, memory), loop
+
+
+@contextlib.contextmanager
+def _upgraded_weights(model, path):
+    """`path`, or for a weights file of the earlier layout, a temporary copy in the current one.
+
+    Keras names the groups of an .h5 weights file after the attributes that lead to each layer. Before
+    the Decoder layer, the decoder's layers were attributes of the model itself: its own variable was the
+    input-feeding kernel ("vars"), its cells, bridge and attention layers had groups of their own, and its
+    embedding and output layer were listed under "layers" (as "embedding" and the last "dense_N"). The
+    copy starts from the model's own weights in the current layout, so every group it expects is there,
+    and takes each earlier value at its new place; a file that fits neither layout is an error."""
+    import h5py
+
+    if not str(path).endswith(".h5") or not os.path.isfile(path):
+        yield path
+        return
+    with h5py.File(path, "r") as old:
+        if "decoder" in old or "cells" not in old:
+            yield path
+            return
+        values = {}
+        old.visititems(lambda name, item: values.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset)
+                       else None)
+    denses = sorted(int(n.split("/")[1][len("dense_"):] or 0) for n in values
+                    if re.fullmatch(r"layers/dense(_\d+)?/vars/\d+", n))
+    output = f"layers/dense_{denses[-1]}/" if denses and denses[-1] else "layers/dense/"
+    moves = {"vars/": "decoder/vars/", "layers/embedding/": "decoder/embedding/", output: "decoder/output_layer/",
+             "encoder/": "encoder/"}
+    moves.update({f"{name}/": f"decoder/{name}/" for name in ("attn_key", "attn_out", "bridge", "cells")})
+    with tempfile.TemporaryDirectory(prefix=".mt-weights-") as folder:
+        upgraded = os.path.join(folder, "upgraded.weights.h5")
+        model.save_weights(upgraded)
+        with h5py.File(upgraded, "r+") as new:
+            expected = set()
+            new.visititems(lambda name, item: expected.add(name) if isinstance(item, h5py.Dataset) else None)
+            placed = set()
+            for name, value in values.items():
+                prefix = next((p for p in moves if name.startswith(p)), None)
+                target = None if prefix is None else moves[prefix] + name[len(prefix):]
+                if target not in expected or new[target].shape != value.shape or target in placed:
+                    raise ValueError(f"{path}: weights of an unknown layout ({name} {value.shape})")
+                new[target][...] = value
+                placed.add(target)
+            if placed != expected:
+                raise ValueError(f"{path}: weights of an unknown layout (no value for "
+                                 f"{', '.join(sorted(expected - placed))})")
+        yield upgraded
 
 
 def build_model(config: ModelConfig, src_vocab, tgt_vocab):

@@ -1,14 +1,15 @@
-"""Greedy, beam and sampling search over one decoder step `step_fn(ids, state) -> (logits, state)`.
+"""Greedy, beam and sampling search over one decoder step `step_fn(ids, state) -> (logits, state, attention)`.
 
-Every search is built around a step function and is called with the step function's initial state:
+A search holds its strategy and settings; every call takes the step function and its initial state:
 
-    search = BeamSearch(model.decode_step, beam_size=5, length_penalty=0.6)
-    result = search(model.encode(src), max_lengths, source_mask=src != PAD)
+    search = BeamSearch(beam_size=5, length_penalty=0.6)      # or build_search(SearchOptions(...))
+    result = search(model.step_function(), model.encode(src), max_lengths, source_mask=src != PAD)
 
-`step_fn` takes the previous token of every row, ids [R] int32 (BOS at the first step), and a state: a dict
-of batch-first tensors with R rows; it returns logits [R, V] and the new state. With beams, R is the number
-of sentences times the beam size, beams of one sentence in adjacent rows. An optional "attention" entry of
-the state [R, S] (the step's attention over the source) feeds the coverage penalty and `with_attention`.
+`step_fn` takes the previous token of every row, ids [R] int32 (BOS at the first step), and a state: any
+nest of batch-first tensors with R rows (tf.nest: tuples, named tuples, dicts); it returns logits [R, V],
+the new state, and the step's attention over the source [R, S] or None. With beams, R is the number of
+sentences times the beam size, beams of one sentence in adjacent rows. The attention feeds the coverage
+penalty and `with_attention`; both need `source_mask`, which sizes it.
 
 The result is a `Hypotheses` tuple of tensors, sorted best first for every sentence:
     ids [B, N, T] int32      tokens, ending in EOS unless cut at the length limit, padded with PAD (0)
@@ -38,7 +39,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from mt.model import BOS, EOS, PAD
+from mt.search_options import BEAM_STOPS, DEFAULTS
+from mt.tokenizer import BOS, EOS, PAD
 
 NEG_INF = float("-inf")
 COVERAGE_FLOOR = 1e-9  # attention mass below this counts as this much in the coverage penalty
@@ -61,7 +63,7 @@ class Step(NamedTuple):
     logits: tf.Tensor  # [L, K, V] float32, the step's logits
     log_norm: tf.Tensor  # [L, K] their log-sum-exp: log-probabilities are logits - log_norm (None for a
     # search whose needs_log_norm is False)
-    attention: tf.Tensor  # [L, K, S] the step's attention (zeros if the state has none)
+    attention: tf.Tensor  # [L, K, S] the step's attention (zeros if the step gives none)
     last: tf.Tensor  # [L] bool: position t is the sentence's last allowed one
     max_lengths: tf.Tensor  # [L] int32
     source_mask: tf.Tensor  # [L, S] bool
@@ -74,23 +76,29 @@ class Search:
     beam_size = 1
     needs_log_norm = True  # Step.log_norm is computed (False: it is None)
 
-    def __init__(self, step_fn, with_attention=False):
-        self.step_fn = step_fn
+    def __init__(self, with_attention=False):
         self.with_attention = with_attention
 
-    def __call__(self, state, max_lengths, source_mask=None, row_ids=None, step_fn=None) -> Hypotheses:
-        """Search from the initial `state` (B rows); `max_lengths` [B] caps each sentence's output length.
+    @property
+    def needs_attention(self):
+        """The search reads the step's attention, so it needs the source mask."""
+        return self.with_attention
 
-        `source_mask` [B, S] marks real source positions (needed for the coverage penalty, and to size the
-        attention output of a model without attention); by default every position of state["attention"] is
-        real. `row_ids` [B] int32 identifies sentences for random draws (default: their row in the batch).
-        `step_fn` replaces the search's own step function for this call (e.g. one with its weights bound).
+    def __call__(self, step_fn, state, max_lengths, source_mask=None, row_ids=None) -> Hypotheses:
+        """Search with `step_fn` from its initial `state` (B rows); `max_lengths` [B] caps each sentence's
+        output length.
+
+        `source_mask` [B, S] marks real source positions; a search that reads the attention needs it (the
+        coverage penalty, `with_attention`), others may leave it out. `row_ids` [B] int32 identifies
+        sentences for random draws (default: their row in the batch).
         """
-        step_fn = self.step_fn if step_fn is None else step_fn
         max_lengths = tf.maximum(tf.convert_to_tensor(max_lengths, tf.int32), 1)
         batch = tf.shape(max_lengths)[0]
         row_ids = tf.range(batch) if row_ids is None else tf.convert_to_tensor(row_ids, tf.int32)
-        source_mask = _source_mask(state, source_mask, batch)
+        if source_mask is None and self.needs_attention:
+            raise ValueError("this search reads the attention: pass source_mask")
+        sized = source_mask is not None  # without a source mask the step's attention is not read
+        source_mask = tf.cast(source_mask, tf.bool) if sized else tf.ones([batch, 0], tf.bool)
         k = self.beam_size
         if k > 1:
             state = tf.nest.map_structure(lambda x: tf.repeat(x, k, axis=0), state)
@@ -100,14 +108,14 @@ class Search:
         def body(t, ids, state, live, hyps):
             # live [L]: the sentences in the batch (still searched, or done and not yet dropped); ids and
             # state hold their L * K rows
-            logits, new_state = step_fn(ids, state)
+            logits, new_state, attention = step_fn(ids, state)
             # the log-softmax itself is never formed: a search needs the log-probabilities of a few tokens
             vocab = logits.shape[-1] if logits.shape[-1] is not None else -1  # static where known
             logits = tf.reshape(tf.cast(logits, tf.float32), [tf.size(live), k, vocab])
             lengths, mask, rows = (tf.gather(x, live) for x in (max_lengths, source_mask, row_ids))
             log_norm = tf.reduce_logsumexp(logits, axis=-1) if self.needs_log_norm else None
-            step = Step(t, logits, log_norm, _attention(new_state, mask, k), t + 1 >= lengths, lengths, mask,
-                        rows)
+            attention = _attention(attention if sized else None, mask, k)
+            step = Step(t, logits, log_norm, attention, t + 1 >= lengths, lengths, mask, rows)
             old = tf.nest.map_structure(lambda x: tf.gather(x, live), hyps)
             ids, parents, mine = self.advance(step, old)
             mine = _keep_done(old["done"], old, mine)
@@ -201,20 +209,12 @@ def _drop_done(done, ids, state, live, beams):
     return tf.cond(finished >= tf.maximum(enough, 1), drop, lambda: (ids, state, live))
 
 
-def _source_mask(state, source_mask, batch):
-    if source_mask is not None:
-        return tf.cast(source_mask, tf.bool)
-    if "attention" in state:
-        return tf.ones(tf.shape(state["attention"]), tf.bool)
-    return tf.ones([batch, 0], tf.bool)
-
-
-def _attention(state, source_mask, beams):
-    """The step's attention as [B, K, S]; zeros for a state without attention."""
+def _attention(attention, source_mask, beams):
+    """The step's attention [B * K, S] as [B, K, S]; zeros for a step without attention (None)."""
     shape = tf.concat([tf.shape(source_mask)[:1], [beams], tf.shape(source_mask)[1:]], 0)
-    if "attention" not in state:
+    if attention is None:
         return tf.zeros(shape)
-    return tf.reshape(tf.cast(state["attention"], tf.float32), shape)
+    return tf.reshape(tf.cast(attention, tf.float32), shape)
 
 
 def _write(buffer, t, values):
@@ -270,12 +270,11 @@ class GreedySearch(_SingleSearch):
 
     With `scores=False` the log-probabilities of the output are not computed (scores and ranks are 0):
     the choice needs only the largest logit, while the normalizer passes over the whole vocabulary several
-    times (3-4 ms of a ~25 ms step of 320 sentences with 8,000 pieces). `mt translate` writes no greedy
-    scores, so it asks for none.
+    times. `mt translate` writes no greedy scores, so it asks for none.
     """
 
-    def __init__(self, step_fn, with_attention=False, scores=True):
-        super().__init__(step_fn, with_attention)
+    def __init__(self, with_attention=False, scores=True):
+        super().__init__(with_attention)
         self.needs_log_norm = scores
 
     def pick(self, step):
@@ -293,8 +292,9 @@ class SamplingSearch(_SingleSearch):
     any batch. Scores stay the unfiltered model's log-probabilities.
     """
 
-    def __init__(self, step_fn, temperature=1.0, top_k=0, top_p=1.0, seed=0, with_attention=False):
-        super().__init__(step_fn, with_attention)
+    def __init__(self, temperature=DEFAULTS.temperature, top_k=DEFAULTS.top_k, top_p=DEFAULTS.top_p,
+                 seed=DEFAULTS.seed, with_attention=False):
+        super().__init__(with_attention)
         if temperature <= 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
             raise ValueError(f"need temperature > 0, top_k >= 0 and 0 < top_p <= 1, got {temperature}, "
                              f"{top_k}, {top_p}")
@@ -366,11 +366,12 @@ class BeamSearch(Search):
     penalty this is greedy search.
     """
 
-    STOPS = ("early", "exact")
+    STOPS = BEAM_STOPS
 
-    def __init__(self, step_fn, beam_size=5, length_penalty=0.0, coverage_penalty=0.0, n_best=1,
-                 with_attention=False, stop="exact"):
-        super().__init__(step_fn, with_attention)
+    def __init__(self, beam_size=DEFAULTS.beam_size, length_penalty=DEFAULTS.length_penalty,
+                 coverage_penalty=DEFAULTS.coverage_penalty, n_best=DEFAULTS.n_best, with_attention=False,
+                 stop=DEFAULTS.beam_stop):
+        super().__init__(with_attention)
         if beam_size < 1 or not 1 <= n_best <= beam_size or length_penalty < 0 or coverage_penalty < 0:
             raise ValueError(f"need beam_size >= 1, 1 <= n_best <= beam_size and penalties >= 0, got "
                              f"{beam_size}, {n_best}, {length_penalty}, {coverage_penalty}")
@@ -378,6 +379,10 @@ class BeamSearch(Search):
             raise ValueError(f"stop must be one of {self.STOPS}, got {stop!r}")
         self.beam_size, self.n_best, self.stop = beam_size, n_best, stop
         self.length_penalty, self.coverage_penalty = length_penalty, coverage_penalty
+
+    @property
+    def needs_attention(self):
+        return self.with_attention or bool(self.coverage_penalty)
 
     def start(self, batch, limit, source_length):
         k = self.beam_size
@@ -469,12 +474,12 @@ TOP_K_BLOCK = 16  # top_k_rows: values per block
 def top_k_rows(x, k):
     """tf.math.top_k(x, k) over the last axis (values, indices), for large last axes much faster.
 
-    TensorFlow's CPU top-k sorts candidates through a heap per row and takes ~14 ms for the 10 best of
-    each of 320 rows of 8,000 (a beam-5 step of 64 sentences). Here the row is cut into blocks of
+    TensorFlow's CPU top-k sorts candidates through a heap per row, slow for the 10 best of each of
+    hundreds of rows of thousands of values (a beam-5 step). Here the row is cut into blocks of
     TOP_K_BLOCK values: the k best values lie in the k blocks with the highest maxima (any value outside
-    them has k larger block maxima above it), so one pass of maxima and a top-k over k blocks suffice
-    (~4 ms). The result is the same, ties included: blocks are taken in index order, and top-k prefers
-    the lower index among equal values.
+    them has k larger block maxima above it), so one pass of maxima and a top-k over k blocks suffice.
+    The result is the same, ties included: blocks are taken in index order, and top-k prefers the lower
+    index among equal values.
     """
     width = x.shape[-1]
     if width is None or width < 4 * k * TOP_K_BLOCK:
@@ -498,12 +503,19 @@ def _best(hyps, rank, k):
     return {key: tf.gather(value, index, batch_dims=1) for key, value in hyps.items()}
 
 
-def strip_ids(row):
-    """Token ids up to (not including) the first EOS, without padding."""
-    out = []
-    for i in row:
-        if i == EOS:
-            break
-        if i != PAD:
-            out.append(int(i))
-    return out
+
+SEARCHES = {"greedy": GreedySearch, "beam": BeamSearch, "sample": SamplingSearch}
+
+
+def build_search(options=DEFAULTS, scores=True, with_attention=False) -> Search:
+    """The search `options` (a SearchOptions) name, with its settings. `scores=False` lets greedy search
+    skip the output's log-probability (see GreedySearch); `with_attention` records the attention of the
+    hypotheses."""
+    kind = SEARCHES[options.search]
+    if kind is GreedySearch:
+        return GreedySearch(with_attention=with_attention, scores=scores)
+    if kind is SamplingSearch:
+        return SamplingSearch(options.temperature, options.top_k, options.top_p, options.seed,
+                              with_attention=with_attention)
+    return BeamSearch(options.beam_size, options.length_penalty, options.coverage_penalty, options.n_best,
+                      with_attention=with_attention, stop=options.beam_stop)

@@ -1,7 +1,7 @@
 """SentencePiece tokenizers: training with fixed special ids, and a small wrapper for batch encode/decode.
 
 Every model trained here has the same reserved ids, so the rest of the toolkit can rely on them:
-pad 0, unk 1, bos 2, eos 3 (`Tokenizer.PAD` ... `Tokenizer.EOS`), followed by 256 byte pieces
+pad 0, unk 1, bos 2, eos 3 (`PAD` ... `EOS`, the home of these ids), followed by 256 byte pieces
 (`byte_fallback`): a character never seen in training is encoded as its UTF-8 bytes instead of <unk>, so
 decoding gives the original text back. Byte fallback works for the `unigram`, `bpe` and `char` model types
 (sentencepiece >= 0.2 supports it for `char` too).
@@ -32,6 +32,7 @@ from mt.errors import UserError
 from mt.runtime import usable_cores
 from mt.textio import iter_lines
 
+PAD, UNK, BOS, EOS = 0, 1, 2, 3  # the reserved ids of every model trained here
 SPECIAL_PIECES = 4  # pad, unk, bos, eos
 BYTE_PIECES = 256
 MIN_VOCAB_SIZE = SPECIAL_PIECES + BYTE_PIECES + 1
@@ -109,7 +110,7 @@ def _train_from_lines(lines, model_writer, vocab_size, model_type, coverage, max
     """Run the SentencePiece trainer on an iterator of lines with the toolkit's fixed settings."""
     spm.SentencePieceTrainer.train(
         sentence_iterator=(line.rstrip("\n") for line in lines), model_writer=model_writer,
-        vocab_size=vocab_size, model_type=model_type, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+        vocab_size=vocab_size, model_type=model_type, pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
         byte_fallback=True, character_coverage=coverage, hard_vocab_limit=False, num_threads=_threads(),
         minloglevel=2, input_sentence_size=max_sentences, shuffle_input_sentence=True)
 
@@ -160,10 +161,7 @@ def train_tokenizer(sentences_or_files, model_prefix, vocab_size, model_type="un
 class Tokenizer:
     """A trained SentencePiece model: batch encode to ids (no bos/eos added) and decode back to text."""
 
-    PAD = 0
-    UNK = 1
-    BOS = 2
-    EOS = 3
+    PAD, UNK, BOS, EOS = PAD, UNK, BOS, EOS
 
     def __init__(self, path):
         """Load the model at `path`; a missing file or unexpected special ids is a UserError."""
@@ -197,10 +195,6 @@ class Tokenizer:
         """Decode id lists (lists or numpy arrays) to strings; pad, bos and eos ids are ignored."""
         lists = [ids.tolist() if hasattr(ids, "tolist") else [int(i) for i in ids] for ids in id_lists]
         return self._sp.decode(lists, num_threads=self._threads)
-
-    def pieces(self, text):
-        """The pieces of one string, e.g. ['▁Hello', '▁world']."""
-        return self._sp.encode(text, out_type=str)
 
     def id_to_piece(self, piece_id):
         """The piece string of one id."""

@@ -21,12 +21,12 @@ import click
 import numpy as np
 
 from mt.errors import UserError
+from mt.search_options import SearchOptions
+from mt.tokenizer import EOS, PAD
 
 MAX_INPUT_PIECES = 1000  # longer inputs are cut to this many pieces, with a warning
 LENGTH_EXTRA = 10  # output limit: max_length_ratio x source pieces + this
-SEARCHES = ("beam", "greedy", "sample")
 DEFAULT_ROWS = 320  # default batch: this many rows (sentences x beams) in the search
-BEAM_STOPS = ("early", "exact")
 BATCH_TYPES = ("sents", "tokens")
 
 
@@ -52,7 +52,7 @@ class Translator:
         from mt.search import GreedySearch
 
         self.model, self.src_tok, self.tgt_tok = model, src_tokenizer, tgt_tokenizer
-        self.search = search if search is not None else GreedySearch(model.decode_step)
+        self.search = search if search is not None else GreedySearch()
 
     @property
     def search(self):
@@ -60,9 +60,12 @@ class Translator:
 
     @search.setter
     def search(self, search):
-        """A new search gets its own compiled function (traced at its first batch)."""
+        """A new search gets its own compiled function (traced at its first batch). A coverage penalty
+        needs a model with attention."""
         import tensorflow as tf
 
+        if getattr(search, "coverage_penalty", 0) and not self.model.attention:
+            raise UserError("--coverage-penalty needs a model with attention (this one has model.attention: none)")
         self._search = search
         spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32),
                 tf.TensorSpec([None], tf.int32)]
@@ -73,13 +76,10 @@ class Translator:
     def _decode_batch(self, src, max_lengths, row_ids):
         import tensorflow as tf
 
-        from mt.model import PAD
-
         state = self.model.encode(src, longest_first=True)  # see hypotheses
-        # the weights cast to the compute dtype once per batch, outside the search loop
-        step_fn = self.model.step_function() if self._search.step_fn == self.model.decode_step else None
-        return self._search(state, max_lengths, source_mask=tf.not_equal(src, PAD), row_ids=row_ids,
-                            step_fn=step_fn)
+        # the step with its weights cast to the compute dtype once per batch, outside the search loop
+        return self._search(self.model.step_function(), state, max_lengths, source_mask=tf.not_equal(src, PAD),
+                            row_ids=row_ids)
 
     def translate(self, lines, batch_size=64, max_length_ratio=2.0, progress=False, batch_type="sents"):
         """Translate a list of strings; returns a list of strings of the same length and order."""
@@ -172,8 +172,6 @@ class Translator:
 
     def _unpack(self, out, source_lengths):
         """The search's tensors for one batch -> for every sentence, its valid hypotheses, best first."""
-        from mt.model import EOS
-
         ids, scores, ranks, lengths = (np.asarray(x) for x in out[:4])
         attention = None if out.attention is None else np.asarray(out.attention)
         entries = [(r, n) for r in range(len(source_lengths)) for n in range(ids.shape[1])
@@ -191,11 +189,9 @@ class Translator:
 
 
 def default_batch_size(search, beam_size, batch_type="sents", workers=1):
-    """DEFAULT_ROWS rows of the search in flight, shared among the workers' batches. On a 2-core AVX2 CPU
-    one batch at a time ran fastest at 256-320 sentences for greedy search (8.7 s for the Bible test
-    books, 9-11 s at 64) and 64-128 for beam 5; two workers ran as fast at 160 and 32 sentences a batch as
-    at 320 and 64, and greedy search faster at 106-160 than at 320 (three batches of 320 give two workers
-    unequal shares) (BENCHMARKS.md)."""
+    """DEFAULT_ROWS rows of the search in flight, shared among the workers' batches: on a CPU one batch at
+    a time runs fastest at about that many rows, and two workers as fast at half of them each
+    (docs/design.md, "Input length and memory" and "Several batches at once")."""
     rows = max(1, DEFAULT_ROWS // max(1, workers))
     sentences = max(1, rows // (beam_size if search == "beam" else 1))
     return sentences if batch_type == "sents" else 32 * sentences
@@ -260,47 +256,6 @@ def make_batches(lengths, batch_size, batch_type="sents"):
     return batches + [current] if current else batches
 
 
-def check_search_options(search="beam", beam_size=5, length_penalty=0.6, coverage_penalty=0.0, n_best=1,
-                         temperature=1.0, top_k=0, top_p=1.0, beam_stop="early"):
-    """UserErrors, naming the option, for values no search accepts."""
-    if search not in SEARCHES:
-        raise UserError(f"unknown search {search!r}: choose one of {', '.join(SEARCHES)}")
-    if beam_stop not in BEAM_STOPS:
-        raise UserError(f"unknown --beam-stop {beam_stop!r}: choose one of {', '.join(BEAM_STOPS)}")
-    if n_best > 1 and search != "beam":
-        raise UserError(f"--n-best {n_best} needs --search beam (greedy and sampling give one hypothesis)")
-    if beam_size < 1:
-        raise UserError(f"--beam-size must be at least 1, got {beam_size}")
-    if not 1 <= n_best <= beam_size:
-        raise UserError(f"--n-best must be between 1 and --beam-size ({beam_size}), got {n_best}")
-    if length_penalty < 0 or coverage_penalty < 0:
-        raise UserError("--length-penalty and --coverage-penalty must be 0 (off) or more")
-    if temperature <= 0:
-        raise UserError(f"--temperature must be positive, got {temperature}")
-    if top_k < 0:
-        raise UserError(f"--top-k must be 0 (off) or more, got {top_k}")
-    if not 0.0 < top_p <= 1.0:
-        raise UserError(f"--top-p must be in (0, 1], got {top_p}")
-
-
-def make_search(model, search="beam", beam_size=5, length_penalty=0.6, coverage_penalty=0.0, n_best=1,
-                temperature=1.0, top_k=0, top_p=1.0, seed=1234, beam_stop="early", scores=True):
-    """The search object for `mt translate`'s options, over `model.decode_step`. `scores=False` lets greedy
-    search skip the output's log-probability (see GreedySearch)."""
-    from mt import search as searches
-
-    check_search_options(search, beam_size, length_penalty, coverage_penalty, n_best, temperature, top_k, top_p,
-                         beam_stop)
-    if search == "greedy":
-        return searches.GreedySearch(model.decode_step, scores=scores)
-    if search == "sample":
-        return searches.SamplingSearch(model.decode_step, temperature, top_k, top_p, seed)
-    if coverage_penalty and not model.attention:
-        raise UserError("--coverage-penalty needs a model with attention (this one has model.attention: none)")
-    return searches.BeamSearch(model.decode_step, beam_size, length_penalty, coverage_penalty, n_best,
-                               stop=beam_stop)
-
-
 def _maybe_progress(items, show, label, length=None):
     if show:
         return click.progressbar(items, label=label, file=sys.stderr, length=length)
@@ -353,21 +308,18 @@ def run(input, model, output, search, beam_size, length_penalty, coverage_penalt
     """`mt translate`: translate INPUT with the run folder MODEL, to OUTPUT or stdout."""
     from mt.atomic import atomic_open
     from mt.runtime import process_is_shared
+    from mt.search import build_search
 
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    if max_length_ratio <= 0:
-        raise UserError(f"--max-length-ratio must be positive, got {max_length_ratio}")
-    check_search_options(search, beam_size, length_penalty, coverage_penalty, n_best, temperature, top_k, top_p,
-                         beam_stop)
+    options = SearchOptions(search, beam_size, length_penalty, coverage_penalty, beam_stop, n_best, temperature,
+                            top_k, top_p, seed, max_length_ratio).check()
     workers = decoding_workers(workers, share_cores=not process_is_shared())  # before TensorFlow's first operation
     if batch_size is None:
         batch_size = default_batch_size(search, beam_size, batch_type, workers)
     lines = read_source(input)
     translator = load_translator(model, weights, precision)
-    translator.search = make_search(translator.model, search, beam_size, length_penalty, coverage_penalty,
-                                    n_best, temperature, top_k, top_p, seed, beam_stop,
-                                    scores=False)  # only n-best lines show scores, and they need beam search
+    translator.search = build_search(options, scores=False)  # only n-best lines show scores, of beam search
     start = time.time()
     found = translator.hypotheses(lines, batch_size, max_length_ratio, progress=output is not None,
                                   batch_type=batch_type, workers=workers)

@@ -1,7 +1,7 @@
 import numpy as np
 
 from mt.data import Batcher, pad_batch, pad_sources, unigram_log_probs
-from mt.model import BOS, EOS, PAD
+from mt.tokenizer import BOS, EOS, PAD
 
 
 def corpus(n=500, seed=0):

@@ -20,8 +20,13 @@ from click.testing import CliRunner
 
 from mt.cli import cli
 from mt.config import Config, ModelConfig
-from mt.model import EOS, PAD, build_model
-from mt.tokenizer import Tokenizer, train_tokenizer
+from mt.model import build_model
+from mt.tokenizer import EOS, PAD, Tokenizer, train_tokenizer
+
+def pieces(tokenizer, text):
+    """The SentencePiece pieces of one string."""
+    return [tokenizer.id_to_piece(i) for i in tokenizer.encode([text])[0]]
+
 
 WORDS = ["el", "gato", "come", "pescado", "la", "casa", "es", "grande", "perro", "corre", "rápido", "niño",
          "juega", "con", "una", "pelota", "roja", "sol", "brilla", "hoy", "dice", "que"]
@@ -56,7 +61,7 @@ def make_run(root, model_type="unigram", **model_settings):
     model = build_model(config.model, src_vocab, tgt_vocab)
     # Stronger than random weights: sharp attention and large activations, so the pictures show clear colours.
     if model.attention:
-        model.attn_key.set_weights([w * 200.0 for w in model.attn_key.get_weights()])
+        model.decoder.attn_key.set_weights([w * 200.0 for w in model.decoder.attn_key.get_weights()])
     embedding = model.encoder.embedding
     embedding.set_weights([w * 40.0 for w in embedding.get_weights()])
     config.save(root / "config.yaml")
@@ -154,11 +159,12 @@ def test_attention_sums_to_one_over_real_pieces_and_is_zero_on_padding(translato
     from mt.search import BeamSearch, GreedySearch
 
     model = translator.model
-    search = GreedySearch(model.decode_step) if kind == "greedy" else BeamSearch(model.decode_step, 3, 0.6)
+    search = GreedySearch() if kind == "greedy" else BeamSearch(3, 0.6, stop="exact")
     src = np.array([[5, 6, 7, 8, 9, 10], [11, 12, 0, 0, 0, 0], [13, 14, 15, 0, 0, 0]], np.int32)
     recording = with_attention(search)
-    hyps = tf.function(lambda s, m: recording(model.encode(s), m, source_mask=tf.not_equal(s, PAD)))(
-        tf.constant(src), tf.constant([12, 9, 10]))
+    hyps = tf.function(lambda s, m: recording(model.step_function(), model.encode(s), m,
+                                              source_mask=tf.not_equal(s, PAD)))(tf.constant(src),
+                                                                                 tf.constant([12, 9, 10]))
     weights, lengths = np.asarray(hyps.attention)[:, 0], np.asarray(hyps.lengths)[:, 0]
     assert weights.shape[0] == 3 and weights.shape[2] == src.shape[1]
     assert search.with_attention is False  # the copy records; the original is left as it was
@@ -176,42 +182,43 @@ def test_attention_sums_to_one_over_real_pieces_and_is_zero_on_padding(translato
 def test_the_map_is_the_attention_of_what_was_decoded(translator, options):
     """The translations are those of `mt translate`'s search, and replaying their tokens through the
     decoder step gives the drawn weights, step by step."""
-    from mt.inspection.attention import align, attention_translator, search_defaults
-    from mt.model import BOS
-    from mt.translate import Translator, make_search
+    from mt.inspection.attention import align, attention_translator
+    from mt.search import build_search
+    from mt.search_options import SearchOptions
+    from mt.tokenizer import BOS
+    from mt.translate import Translator
 
     model = translator.model
     lines = ["", *SENTENCES]  # an empty line: the others keep their line numbers (sampling depends on them)
-    alignments = align(attention_translator(translator, **options), lines)
+    alignments = align(attention_translator(translator, SearchOptions(**options)), lines)
     plain = Translator(model, translator.src_tok, translator.tgt_tok,
-                       search=make_search(model, **{**search_defaults(), **options}))
+                       search=build_search(SearchOptions(**options)))
     assert [a.translation for a in alignments] == plain.translate(lines)[1:]
     assert [a.line for a in alignments] == [2, 3, 4]
     for a in alignments:
         src = np.array([translator.src_tok.encode([a.source])[0]], np.int32)
         state, prev = model.encode(src), np.array([BOS], np.int32)
         for t, token in enumerate(a.target_ids):
-            _, state = model.decode_step(prev, state)
-            np.testing.assert_allclose(np.asarray(state["attention"])[0], a.weights[t], atol=1e-4)
+            _, state, weights = model.decode_step(prev, state)
+            np.testing.assert_allclose(np.asarray(weights)[0], a.weights[t], atol=1e-4)
             prev = np.array([token], np.int32)
 
 
 def test_alignments_are_labelled_with_the_sentencepiece_pieces(translator):
     from mt.inspection.attention import EOS_LABEL, align, attention_translator
-    from mt.search import strip_ids
 
     alignments = align(attention_translator(translator), SENTENCES, max_length_ratio=1.0)
     assert len(alignments) == len(SENTENCES)
     for sentence, a in zip(SENTENCES, alignments):
         assert a.source == sentence
-        assert a.source_pieces == translator.src_tok.pieces(sentence)
+        assert a.source_pieces == pieces(translator.src_tok, sentence)
         assert a.weights.shape == (len(a.target_pieces), len(a.source_pieces))
         assert 1 <= len(a.target_pieces) <= int(1.0 * len(a.source_pieces)) + 10
         assert EOS_LABEL not in a.target_pieces[:-1]
         np.testing.assert_allclose(a.weights.sum(-1), 1.0, atol=1e-5)
         assert a.target_pieces == [EOS_LABEL if i == EOS else translator.tgt_tok.id_to_piece(i)
                                    for i in a.target_ids]
-        assert a.translation == translator.tgt_tok.decode([strip_ids(a.target_ids)])[0]
+        assert a.translation == translator.tgt_tok.decode([[i for i in a.target_ids if i != EOS]])[0]
 
 
 def test_attention_text_map(run_dir):
@@ -369,8 +376,8 @@ def test_cells_page_colours_every_piece_for_each_unit(run_dir, translator, tmp_p
                     "--units", "fw_0:1,bw_0:7")
     assert result.exit_code == 0, result.output
     page = out.read_text(encoding="utf-8")
-    pieces = sum(len(translator.src_tok.pieces(line)) for line in text)
-    assert page.count('title="') == 2 * pieces
+    count = sum(len(pieces(translator.src_tok, line)) for line in text)
+    assert page.count('title="') == 2 * count
     assert "unit <code>fw_0:1</code>" in page and "unit <code>bw_0:7</code>" in page
     for forbidden in ("<script", "http://", "https://", "<link", "<img"):
         assert forbidden not in page
@@ -530,9 +537,16 @@ def test_cells_page_renders_in_chromium(chromium, run_dir, translator, tmp_path)
 
 
 def test_attention_takes_the_search_options_of_translate_with_the_same_defaults():
-    from mt.inspection.attention import search_defaults
+    import dataclasses
 
-    translate = {p.name: p.default for p in cli.commands["translate"].params}
-    attention = {p.name: p.default for p in cli.commands["inspect"].commands["attention"].params}
-    for name, default in search_defaults().items():
-        assert attention[name] == translate[name] == default, name
+    from mt.search_options import SearchOptions
+
+    translate = {p.name: p for p in cli.commands["translate"].params}
+    attention = {p.name: p for p in cli.commands["inspect"].commands["attention"].params}
+    for field in dataclasses.fields(SearchOptions):
+        assert translate[field.name].default == field.default, field.name
+        if field.name == "n_best":  # the map shows the best hypothesis only
+            assert field.name not in attention
+            continue
+        assert attention[field.name].default == field.default, field.name
+        assert attention[field.name].help == translate[field.name].help, field.name

@@ -4,7 +4,8 @@ import tensorflow as tf
 
 from mt.config import ModelConfig
 from mt import model as model_module
-from mt.model import BOS, build_model, matmul, widen
+from mt.model import AttentionMemory, DecoderState, build_model, matmul, widen
+from mt.tokenizer import BOS
 
 SRC = np.array([[5, 6, 7, 8, 3], [9, 4, 3, 0, 0]], np.int32)
 TGT_IN = np.array([[BOS, 5, 6, 7], [BOS, 8, 0, 0]], np.int32)
@@ -24,7 +25,7 @@ def test_teacher_forcing_matches_step_by_step_decoding(cell, attention):
     state = model.encode(SRC)
     steps = []
     for t in range(TGT_IN.shape[1]):
-        step_logits, state = model.decode_step(TGT_IN[:, t], state)
+        step_logits, state, _ = model.decode_step(TGT_IN[:, t], state)
         steps.append(np.asarray(step_logits))
     np.testing.assert_allclose(np.stack(steps, 1), logits, atol=1e-5)
 
@@ -83,10 +84,10 @@ def test_a_model_with_widened_loop_kernels_computes_what_a_plain_one_does(cell, 
     model = tiny(cell=cell, emb_dim=16, enc_units=units, dec_units=units)
     widened_logits = np.asarray(model((SRC, TGT_IN)))
     state = model.encode(SRC)
-    step_logits, _ = model.decode_step(TGT_IN[:, 0], state)
+    step_logits, _, _ = model.decode_step(TGT_IN[:, 0], state)
     monkeypatch.setattr(model_module, "WIDEN_EXTRA", 0)
     plain_logits = np.asarray(model((SRC, TGT_IN)))
-    plain_step, _ = model.decode_step(TGT_IN[:, 0], model.encode(SRC))
+    plain_step, _, _ = model.decode_step(TGT_IN[:, 0], model.encode(SRC))
     np.testing.assert_allclose(widened_logits, plain_logits, atol=1e-5)
     np.testing.assert_allclose(np.asarray(step_logits), np.asarray(plain_step), atol=1e-5)
     np.testing.assert_allclose(np.asarray(step_logits), widened_logits[:, 0], atol=1e-5)
@@ -105,20 +106,22 @@ def test_an_encoder_told_its_rows_are_longest_first_skips_padding_and_gives_the_
     src = np.array([[5, 6, 7, 8, 9, 3], [9, 4, 3, 0, 0, 0], [11, 12, 3, 0, 0, 0], [7, 0, 0, 0, 0, 0]], np.int32)
     plain, packed = model.encode(src), model.encode(src, longest_first=True)
     compiled = tf.function(lambda s: model.encode(s, longest_first=True))(tf.constant(src))
-    assert set(plain) == set(packed) == set(compiled)
-    for name in plain:
-        np.testing.assert_allclose(packed[name], plain[name], atol=1e-6, err_msg=name)
-        np.testing.assert_allclose(compiled[name], plain[name], atol=1e-6, err_msg=name)
+    tf.nest.assert_same_structure(plain, packed)
+    tf.nest.assert_same_structure(plain, compiled)
+    flat = [tf.nest.flatten(state) for state in (plain, packed, compiled)]
+    for name, (a, b, c) in enumerate(zip(*flat)):
+        np.testing.assert_allclose(b, a, atol=1e-6, err_msg=f"state tensor {name}")
+        np.testing.assert_allclose(c, a, atol=1e-6, err_msg=f"state tensor {name}")
     # the encoder output of each sentence is that of the sentence encoded alone
     for row, length in enumerate([6, 3, 3, 1]):
-        alone = model.encode(src[row:row + 1, :length], longest_first=True)["memory"]
-        np.testing.assert_allclose(packed["memory"][row, :length], alone[0], atol=1e-6)
+        alone = model.encode(src[row:row + 1, :length], longest_first=True).source.memory
+        np.testing.assert_allclose(packed.source.memory[row, :length], alone[0], atol=1e-6)
 
 
 def test_attention_is_a_distribution_over_real_source_tokens():
     model = tiny()
-    _, state = model.decode_step(TGT_IN[:, 0], model.encode(SRC))
-    weights = np.asarray(state["attention"])
+    _, _, weights = model.decode_step(TGT_IN[:, 0], model.encode(SRC))
+    weights = np.asarray(weights)
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
     assert np.all(weights[SRC == 0] == 0.0)
     assert np.all(weights[SRC != 0] > 0.0)
@@ -151,3 +154,27 @@ def test_a_few_steps_fit_a_tiny_batch():
             loss = loss_fn()
         opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
     assert float(loss_fn()) < 0.1 * first
+
+
+@pytest.mark.parametrize("cell, attention", [("lstm", "general"), ("gru", "dot"), ("rnn", "none")])
+def test_the_decoder_state_is_typed(cell, attention):
+    model = tiny(cell=cell, attention=attention, dec_layers=2)
+    state = model.encode(SRC)
+    assert isinstance(state, DecoderState) and len(state.cells) == 2
+    assert all(len(layer) == (2 if cell == "lstm" else 1) for layer in state.cells)
+    assert state.feed.shape == (2, 12)
+    if attention == "none":
+        assert state.source == () and model.decode_step(TGT_IN[:, 0], state)[2] is None
+    else:
+        assert isinstance(state.source, AttentionMemory)
+        assert state.source.memory.shape == (2, 5, 12) and state.source.bias.shape == (2, 5)
+        _, new, _ = model.decode_step(TGT_IN[:, 0], state)
+        assert new.source is state.source  # the step passes the attention memory through unchanged
+
+
+def test_the_decoder_is_a_layer_of_the_model():
+    model = tiny()
+    assert model.tgt_embedding is model.decoder.embedding and model.output_layer is model.decoder.output_layer
+    assert model.output_layer.bias.shape == (24,)
+    own = {id(v) for v in model.decoder.weights}
+    assert own and own | {id(v) for v in model.encoder.weights} == {id(v) for v in model.weights}

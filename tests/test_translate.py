@@ -10,9 +10,12 @@ from click.testing import CliRunner
 
 from mt.config import Config, ModelConfig
 from mt.errors import UserError
-from mt.model import BOS, EOS, build_model
+from mt.model import build_model
 from mt.search import BeamSearch, GreedySearch, SamplingSearch
-from mt.translate import Translator, make_batches, make_search
+from mt.search import build_search
+from mt.search_options import SearchOptions
+from mt.tokenizer import BOS, EOS
+from mt.translate import Translator, make_batches
 
 SRC_VOCAB, TGT_VOCAB = 20, 24
 
@@ -82,8 +85,8 @@ def with_eos(h):
 
 def test_greedy_beam_of_one_and_top_k_1_sampling_agree(model):
     lines = sentences(40)
-    greedy = translator(model, GreedySearch(model.decode_step)).hypotheses(lines)
-    for search in (BeamSearch(model.decode_step, 1), SamplingSearch(model.decode_step, 0.7, top_k=1, seed=5)):
+    greedy = translator(model, GreedySearch()).hypotheses(lines)
+    for search in (BeamSearch(1, 0.0, stop="exact"), SamplingSearch(0.7, top_k=1, seed=5)):
         other = translator(model, search).hypotheses(lines)
         assert [h[0].ids for h in other] == [h[0].ids for h in greedy]
         assert [h[0].log_prob for h in other] == [h[0].log_prob for h in greedy]
@@ -96,7 +99,8 @@ def test_reported_scores_are_the_models_teacher_forced_log_probabilities(model, 
     lines = sentences(12, seed=1)
     src = pad_sources(Pieces().encode(lines))
     limits = np.arange(3, 15)  # the short limits cut some hypotheses: those are checked too
-    out = BeamSearch(model.decode_step, 4, alpha, beta, n_best=4)(model.encode(src), limits, src != 0)
+    search = BeamSearch(4, alpha, beta, n_best=4, stop="exact")
+    out = search(model.step_function(), model.encode(src), limits, src != 0)
     ids, scores, ranks, lengths = (x.numpy() for x in out[:4])
     cut = 0
     for b, line in enumerate(lines):
@@ -109,8 +113,8 @@ def test_reported_scores_are_the_models_teacher_forced_log_probabilities(model, 
 
 def test_beam_outscores_greedy_over_a_set_of_sentences(model):
     lines = sentences(60, seed=2)
-    greedy = translator(model, GreedySearch(model.decode_step)).hypotheses(lines)
-    beam = translator(model, BeamSearch(model.decode_step, 5, length_penalty=0.0)).hypotheses(lines)
+    greedy = translator(model, GreedySearch()).hypotheses(lines)
+    beam = translator(model, BeamSearch(5, length_penalty=0.0, stop="exact")).hypotheses(lines)
     greedy_total = sum(h[0].log_prob for h in greedy)
     beam_total = sum(h[0].log_prob for h in beam)
     assert beam_total > greedy_total + 1.0
@@ -120,9 +124,9 @@ def first_difference(a, b):
     return next(i for i, (x, y) in enumerate(zip(a + [None], b + [None])) if x != y)
 
 
-@pytest.mark.parametrize("make", [lambda m: GreedySearch(m.decode_step),
-                                  lambda m: BeamSearch(m.decode_step, 4, 0.6),
-                                  lambda m: SamplingSearch(m.decode_step, top_p=0.9, seed=11)],
+@pytest.mark.parametrize("make", [lambda m: GreedySearch(),
+                                  lambda m: BeamSearch(4, 0.6, stop="exact"),
+                                  lambda m: SamplingSearch(top_p=0.9, seed=11)],
                          ids=["greedy", "beam", "sample"])
 def test_a_sentences_output_does_not_depend_on_its_batch(model, make):
     """Batch sizes 1, 7 and 64 put a sentence among different neighbours and padding. Outputs may differ
@@ -148,9 +152,9 @@ def test_a_sentences_output_does_not_depend_on_its_batch(model, make):
                 assert prefix[0] == pytest.approx(prefix[1], abs=1e-4), line
 
 
-@pytest.mark.parametrize("make", [lambda m: GreedySearch(m.decode_step),
-                                  lambda m: BeamSearch(m.decode_step, 3, n_best=2, with_attention=True),
-                                  lambda m: SamplingSearch(m.decode_step, top_k=5, seed=2)],
+@pytest.mark.parametrize("make", [lambda m: GreedySearch(),
+                                  lambda m: BeamSearch(3, 0.0, n_best=2, with_attention=True, stop="exact"),
+                                  lambda m: SamplingSearch(top_k=5, seed=2)],
                          ids=["greedy", "beam", "sample"])
 def test_workers_decode_batches_at_once_with_the_same_results_in_input_order(model, make):
     lines = sentences(45, seed=8, longest=15)
@@ -170,7 +174,7 @@ def test_workers_decode_batches_at_once_with_the_same_results_in_input_order(mod
 
 
 def test_a_workers_error_reaches_the_caller(model):
-    t = translator(model, GreedySearch(model.decode_step))
+    t = translator(model, GreedySearch())
     decode = t._decode
 
     def failing(src, max_lengths, row_ids):  # batches of more than 2 sentences fail when they run
@@ -238,7 +242,7 @@ def test_batching_by_sentences_and_by_tokens():
 def test_input_order_is_kept_and_empty_lines_stay_empty(model):
     lines = sentences(9, seed=5)
     lines[3] = ""
-    t = translator(model, BeamSearch(model.decode_step, 3))
+    t = translator(model, BeamSearch(3, 0.0, stop="exact"))
     together = t.translate(lines, batch_size=4)
     alone = [t.translate([line])[0] for line in lines]
     assert together == alone and together[3] == ""
@@ -247,7 +251,8 @@ def test_input_order_is_kept_and_empty_lines_stay_empty(model):
 
 def test_attention_of_the_translations(model):
     lines = sentences(5, seed=6)
-    found = translator(model, BeamSearch(model.decode_step, 3, n_best=2, with_attention=True)).hypotheses(lines)
+    found = translator(model, BeamSearch(3, 0.0, n_best=2, with_attention=True,
+                                          stop="exact")).hypotheses(lines)
     for line, hyps in zip(lines, found):
         for h in hyps:
             assert h.attention.shape == (len(with_eos(h)), len(line.split()))
@@ -258,7 +263,7 @@ def test_a_very_long_input_is_cut_with_a_warning_and_does_not_take_long(model, c
     import time
 
     line = " ".join(["5 6 7"] * 1000)  # 3,000 pieces
-    t = translator(model, BeamSearch(model.decode_step, 5, 0.6))
+    t = translator(model, BeamSearch(5, 0.6, stop="exact"))
     start = time.time()
     out = t.translate([line, "5 6"])
     assert time.time() - start < 120
@@ -269,7 +274,7 @@ def test_sampling_seeds(model):
     lines = sentences(20, seed=7)
 
     def sample(seed):
-        return translator(model, SamplingSearch(model.decode_step, seed=seed)).translate(lines)
+        return translator(model, SamplingSearch(seed=seed)).translate(lines)
 
     assert sample(1) == sample(1)
     assert sample(1) != sample(2)
@@ -343,18 +348,19 @@ def test_bad_options_are_one_line_errors(run_dir, args, message):
     assert result.exit_code == 1 and message in result.stderr
 
 
-def test_make_search_refuses_coverage_without_attention():
+def test_a_translator_refuses_coverage_without_attention():
     m = build_model(ModelConfig(emb_dim=8, enc_units=6, dec_units=12, attention="none"), 20, 24)
     with pytest.raises(UserError, match="needs a model with attention"):
-        make_search(m, coverage_penalty=0.2)
-    assert isinstance(make_search(m, "sample", top_k=3), SamplingSearch)
+        Translator(m, Pieces(), Pieces(), build_search(SearchOptions(coverage_penalty=0.2)))
+    sample = build_search(SearchOptions(search="sample", top_k=3))
+    assert isinstance(Translator(m, Pieces(), Pieces(), sample).search, SamplingSearch)
 
 
 def test_beam_stop_option_reaches_the_search(run_dir):
-    m = build_model(ModelConfig(emb_dim=8, enc_units=6, dec_units=12), 20, 24)
-    assert make_search(m).stop == "early" and make_search(m, beam_stop="exact").stop == "exact"
+    assert build_search(SearchOptions()).stop == "early"
+    assert build_search(SearchOptions(beam_stop="exact")).stop == "exact"
     with pytest.raises(UserError, match="--beam-stop"):
-        make_search(m, beam_stop="late")
+        SearchOptions(beam_stop="late").check()
     early = mt("translate", str(run_dir / "input.txt"), "--model", str(run_dir), "--n-best", "3")
     exact = mt("translate", str(run_dir / "input.txt"), "--model", str(run_dir), "--n-best", "3",
                "--beam-stop", "exact")
@@ -369,3 +375,38 @@ def test_the_default_batch_holds_about_320_search_rows():
     assert default_batch_size("beam", 5) == 64 and default_batch_size("beam", 1000) == 1
     assert default_batch_size("beam", 5, "tokens") == 32 * 64
     assert default_batch_size("greedy", 5, workers=2) == 160 and default_batch_size("beam", 5, workers=2) == 32
+
+
+def test_search_options_are_the_defaults_of_the_translate_command():
+    import dataclasses
+
+    from mt.cli import cli
+    from mt.search_options import SearchOptions
+
+    params = {p.name: p for p in cli.commands["translate"].params}
+    for field in dataclasses.fields(SearchOptions):
+        assert params[field.name].default == field.default, field.name
+    kwargs = {name: p.default for name, p in params.items()}
+    assert SearchOptions.pick(kwargs) == SearchOptions()
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"search": "best"}, "unknown search 'best': choose one of beam, greedy, sample"),
+    ({"beam_stop": "late"}, "unknown --beam-stop 'late': choose one of early, exact"),
+    ({"search": "greedy", "n_best": 2}, "--n-best 2 needs --search beam"),
+    ({"beam_size": 0}, "--beam-size must be at least 1, got 0"),
+    ({"n_best": 6}, "--n-best must be between 1 and --beam-size (5), got 6"),
+    ({"length_penalty": -0.1}, "--length-penalty and --coverage-penalty must be 0 (off) or more"),
+    ({"coverage_penalty": -1.0}, "--length-penalty and --coverage-penalty must be 0 (off) or more"),
+    ({"temperature": 0.0}, "--temperature must be positive, got 0.0"),
+    ({"top_k": -1}, "--top-k must be 0 (off) or more, got -1"),
+    ({"top_p": 1.5}, "--top-p must be in (0, 1], got 1.5"),
+    ({"max_length_ratio": 0.0}, "--max-length-ratio must be positive, got 0.0"),
+])
+def test_search_options_check_names_the_option(changes, message):
+    from mt.search_options import SearchOptions
+
+    with pytest.raises(UserError) as error:
+        SearchOptions(**changes).check()
+    assert str(error.value).startswith(message)
+    assert SearchOptions().check() == SearchOptions()

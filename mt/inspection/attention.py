@@ -18,6 +18,8 @@ import numpy as np
 
 from mt.errors import UserError
 from mt.inspection.common import printable, source_lines
+from mt.search_options import SearchOptions
+from mt.tokenizer import EOS
 
 EOS_LABEL = "</s>"
 SHADES = " .:-=+*#%@"  # text map: weight 0 ... 1
@@ -33,16 +35,6 @@ class Alignment:
         self.weights = weights
 
 
-def search_defaults() -> dict:
-    """The search options of `mt translate` with their defaults (those of translate.make_search)."""
-    import inspect
-
-    from mt.translate import make_search
-
-    parameters = inspect.signature(make_search).parameters
-    return {name: p.default for name, p in parameters.items() if name not in ("model", "n_best", "scores")}
-
-
 def with_attention(search):
     """A copy of `search` (same strategy and settings) that also returns the attention of its hypotheses."""
     recording = copy.copy(search)  # the caller's object stays as it is
@@ -50,20 +42,20 @@ def with_attention(search):
     return recording
 
 
-def attention_translator(translator, **search_options):
+def attention_translator(translator, options=None):
     """A Translator over the same model and tokenizers whose search is the one `mt translate` builds from
-    these options (its defaults without any), recording attention."""
-    from mt.translate import Translator, make_search
+    these SearchOptions (its defaults without any), with one hypothesis a sentence, recording attention."""
+    from mt.search import build_search
+    from mt.translate import Translator
 
-    search = make_search(translator.model, n_best=1, **{**search_defaults(), **search_options})
-    return Translator(translator.model, translator.src_tok, translator.tgt_tok, search=with_attention(search))
+    options = (options or SearchOptions()).replace(n_best=1)
+    return Translator(translator.model, translator.src_tok, translator.tgt_tok,
+                      search=build_search(options, with_attention=True))
 
 
 def align(translator, lines, max_length_ratio=2.0, batch_size=64):
     """Translate `lines` with the translator as it is (its search must record attention: see
     attention_translator) and return one Alignment per non-empty line."""
-    from mt.model import EOS
-
     model = translator.model
     if not getattr(model, "attention", True):
         raise UserError("this model has no attention (model.attention: none): there is no map to draw")
@@ -203,33 +195,31 @@ def render_page(path, alignments, run_dir, source, search_name, notes=()):
     html.write_page(path, f"Attention: {os.path.basename(os.path.normpath(run_dir))}", "\n".join(parts))
 
 
-def describe_search(options):
-    """'beam search (beam 5, length penalty 0.6)', 'greedy search' or 'sampling (...)', for the page."""
-    o = {**search_defaults(), **options}
-    if o["search"] == "greedy":
+def describe_search(o):
+    """'beam search (beam 5, length penalty 0.6)', 'greedy search' or 'sampling (...)', for the page, from
+    SearchOptions."""
+    if o.search == "greedy":
         return "greedy search"
-    if o["search"] == "sample":
-        return (f"sampling (temperature {o['temperature']}, top-k {o['top_k']}, top-p {o['top_p']}, "
-                f"seed {o['seed']})")
-    text = f"beam search (beam {o['beam_size']}, length penalty {o['length_penalty']}"
-    if o["coverage_penalty"]:
-        text += f", coverage penalty {o['coverage_penalty']}"
-    if o["beam_stop"] != "early":
-        text += f", {o['beam_stop']} stop"
+    if o.search == "sample":
+        return f"sampling (temperature {o.temperature}, top-k {o.top_k}, top-p {o.top_p}, seed {o.seed})"
+    text = f"beam search (beam {o.beam_size}, length penalty {o.length_penalty}"
+    if o.coverage_penalty:
+        text += f", coverage penalty {o.coverage_penalty}"
+    if o.beam_stop != "early":
+        text += f", {o.beam_stop} stop"
     return text + ")"
 
 
-def run(model, src, input, out, max_sentences, max_length_ratio, weights, **search_options):
+def run(model, src, input, out, max_sentences, weights, **search_options):
     """`mt inspect attention`: maps for --src or the lines of --input; to OUT (.png/.svg/.pdf/.html) or
-    as text on stdout. `search_options` are those of `mt translate` (search, beam_size, ...)."""
+    as text on stdout. `search_options` are those of SearchOptions (search, beam_size, ...)."""
     from mt.inspection import plot
     from mt.translate import load_translator
 
     kind = plot.output_kind(out, plot.IMAGE_FORMATS + ("html",)) if out is not None else "text"
     if kind in plot.IMAGE_FORMATS:
         plot.pyplot()  # a missing matplotlib stops here, before the model is loaded
-    if max_length_ratio <= 0:
-        raise UserError(f"--max-length-ratio must be positive, got {max_length_ratio}")
+    options = SearchOptions.pick(search_options).check()
     lines, empty, left_out = source_lines(src, input, max_sentences)
     notes = []
     if empty:
@@ -241,14 +231,14 @@ def run(model, src, input, out, max_sentences, max_length_ratio, weights, **sear
     translator = load_translator(model, weights)
     if not translator.model.attention:
         raise UserError(f"{model}: this model has no attention (model.attention: none): there is no map to draw")
-    alignments = align(attention_translator(translator, **search_options), lines, max_length_ratio)
+    alignments = align(attention_translator(translator, options), lines, options.max_length_ratio)
     if kind == "text":
         click.echo("\n\n".join(format_text(a) for a in alignments))
     elif kind == "html":
         where = "--src sentence" if src is not None else ("stdin" if input == "-" else f"input {input}")
-        render_page(out, alignments, str(model), where, describe_search(search_options), notes)
+        render_page(out, alignments, str(model), where, describe_search(options), notes)
     else:
-        draw(alignments, out, title=f"attention of {os.path.normpath(model)}, {describe_search(search_options)}")
+        draw(alignments, out, title=f"attention of {os.path.normpath(model)}, {describe_search(options)}")
     if out is not None:
         click.echo(f"attention of {len(alignments)} sentence(s) -> {out}", err=True)
     return alignments

@@ -13,8 +13,8 @@ their activation follows simple features of the text:
     punctuation   1 on a piece that holds a punctuation mark
     word start    1 on a piece that starts a word (SentencePiece's word-start mark)
 
-The states are computed by the encoder's own cells and recurrence (`run_recurrence`), layer after layer
-as the encoder does without dropout; the top layer equals what the decoder attends to.
+The states are the encoder's own, every layer's outputs at inference (no dropout); the top layer's are
+what the decoder attends to.
 """
 
 import os
@@ -60,28 +60,11 @@ def unit_names(model) -> list[str]:
 
 
 def encoder_states(model, src) -> np.ndarray:
-    """src [B, S] int32 -> hidden states [B, S, U] of every unit of every encoder layer (see unit_names).
-
-    Mirrors the encoder's forward pass at inference (no dropout), keeping each layer's states.
-    """
+    """src [B, S] int32 -> hidden states [B, S, U] of every unit of every encoder layer (see unit_names),
+    from the encoder at inference (no dropout)."""
     import tensorflow as tf
 
-    from mt.model import PAD, run_recurrence
-
-    encoder = model.encoder
-    src = tf.convert_to_tensor(src, tf.int32)
-    mask = tf.not_equal(src, PAD)
-    lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
-    batch = tf.shape(src)[0]
-    x = encoder.embedding(src)
-    layers = []
-    for fw, bw in zip(encoder.layers_fw, encoder.layers_bw):
-        out_fw, _ = run_recurrence(fw, fw.project(x), mask, fw.zero_state(batch))
-        x_rev = tf.reverse_sequence(x, lengths, seq_axis=1, batch_axis=0)
-        out_bw, _ = run_recurrence(bw, bw.project(x_rev), mask, bw.zero_state(batch))
-        out_bw = tf.reverse_sequence(out_bw, lengths, seq_axis=1, batch_axis=0)
-        x = tf.concat([out_fw, out_bw], axis=-1)
-        layers.append(x)
+    layers, _, _ = model.encoder(tf.convert_to_tensor(src, tf.int32), return_layers=True)
     return np.concatenate([np.asarray(layer, np.float32) for layer in layers], axis=-1)
 
 
