@@ -53,7 +53,11 @@ class TrainConfig:
     # batch lengths are padded to a multiple of this: fewer distinct shapes keep the CPU kernels' per-shape
     # caches small (docs/design.md, "Batch shapes are rounded")
     length_multiple: int = 8
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # the peak rate of the schedule
+    schedule: str = "auto"  # auto | constant | cosine | linear | inverse_sqrt (mt/schedule.py)
+    warmup_steps: int = 100  # the rate rises linearly over this many updates
+    final_lr: float = 0.02  # a cosine or linear schedule ends at this fraction of the peak rate
+    ema_decay: float = 0.0  # validate and save an exponential moving average of the weights (0 = off)
     clip_norm: float = 1.0  # clip gradients by their global norm
     label_smoothing: float = 0.0
     max_steps: int = 0  # 0 = no step limit
@@ -79,6 +83,13 @@ class TrainConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         _choice("train.precision", self.precision, TRAIN_PRECISIONS)
+        from mt.schedule import resolve
+
+        resolve(self.schedule, self.max_steps, self.max_minutes)
+        if self.warmup_steps < 0 or not 0.0 <= self.final_lr <= 1.0:
+            raise UserError("train.warmup_steps must be 0 or more and train.final_lr in [0, 1]")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise UserError(f"train.ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
 
 
 @dataclass

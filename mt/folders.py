@@ -167,6 +167,7 @@ class RunFolder:
     TENSORBOARD = "tb"
     TOKENIZERS = {"src": "src.spm.model", "tgt": "tgt.spm.model"}
     WEIGHT_NAMES = ("best", "last")
+    WEIGHTS_SUFFIX = ".weights.h5"  # Keras saves weights only under a name with this ending
     LOCK = ".lock"
 
     def __init__(self, path):
@@ -207,7 +208,7 @@ class RunFolder:
         return self.file(self.TOKENIZERS[side])
 
     def weights_path(self, name):
-        return os.path.join(self.weights_dir, f"{name}.weights.h5")
+        return os.path.join(self.weights_dir, name + self.WEIGHTS_SUFFIX)
 
     # -- records --------------------------------------------------------------------------------------
 
@@ -281,7 +282,7 @@ class RunFolder:
         for candidate in (name, *[n for n in self.WEIGHT_NAMES if n != name]):
             if os.path.exists(self.weights_path(candidate)):
                 return self.weights_path(candidate)
-        raise UserError(f"{self.path} holds no weights yet ({self.WEIGHTS}/{name}.weights.h5): let training "
+        raise UserError(f"{self.path} holds no weights yet ({self.WEIGHTS}/{name}{self.WEIGHTS_SUFFIX}): let training "
                         "reach its first validation")
 
     def save_weights(self, model, name):
@@ -289,8 +290,7 @@ class RunFolder:
         path = self.weights_path(name)
         os.makedirs(self.weights_dir, exist_ok=True)
         with atomic_path(path) as tmp:
-            # Keras insists on the .weights.h5 ending: a temporary name with it, in the same folder
-            staged = tmp + ".weights.h5"
+            staged = tmp + self.WEIGHTS_SUFFIX  # a temporary name Keras accepts, in the same folder
             try:
                 model.save_weights(staged)
                 os.replace(staged, tmp)

@@ -574,6 +574,8 @@ def _upgraded_weights(model, path):
     and takes each earlier value at its new place; a file that fits neither layout is an error."""
     import h5py
 
+    from mt.folders import RunFolder
+
     if not str(path).endswith(".h5") or not os.path.isfile(path):
         yield path
         return
@@ -591,7 +593,7 @@ def _upgraded_weights(model, path):
              "encoder/": "encoder/"}
     moves.update({f"{name}/": f"decoder/{name}/" for name in ("attn_key", "attn_out", "bridge", "cells")})
     with tempfile.TemporaryDirectory(prefix=".mt-weights-") as folder:
-        upgraded = os.path.join(folder, "upgraded.weights.h5")
+        upgraded = os.path.join(folder, "upgraded" + RunFolder.WEIGHTS_SUFFIX)
         model.save_weights(upgraded)
         with h5py.File(upgraded, "r+") as new:
             expected = set()

@@ -23,26 +23,37 @@ class Clock:
     window_start: float
     loss_sum: float = 0.0
     tokens: float = 0.0
+    norm_sum: float = 0.0  # gradient norms before clipping
+    steps: int = 0
+    rate: float = 0.0  # the learning rate of the last update
 
     @classmethod
     def started(cls, step, now=None):
         now = time.time() if now is None else now
         return cls(start=now, start_step=step, window_start=now)
 
-    def add(self, loss_sum, tokens):
+    def add(self, loss_sum, tokens, norm=0.0, rate=0.0):
         self.loss_sum += loss_sum
         self.tokens += tokens
+        self.norm_sum += norm
+        self.steps += 1
+        self.rate = rate
+
+    def seconds(self, now=None):
+        return (time.time() if now is None else now) - self.start
 
     def minutes(self, now=None):
-        return ((time.time() if now is None else now) - self.start) / 60.0
+        return self.seconds(now) / 60.0
 
     def close_window(self, now=None):
-        """(mean token loss, target tokens per second) of the window, which then starts again."""
+        """(mean token loss, target tokens per second, mean gradient norm) of the window, which then
+        starts again."""
         now = time.time() if now is None else now
         loss = self.loss_sum / max(self.tokens, 1.0)
         speed = self.tokens / max(now - self.window_start, 1e-9)
-        self.loss_sum, self.tokens, self.window_start = 0.0, 0.0, now
-        return loss, speed
+        norm = self.norm_sum / max(self.steps, 1)
+        self.loss_sum, self.tokens, self.norm_sum, self.steps, self.window_start = 0.0, 0.0, 0.0, 0, now
+        return loss, speed, norm
 
 
 def eta(step, steps_done, minutes, max_steps, max_minutes):
@@ -58,9 +69,10 @@ def eta(step, steps_done, minutes, max_steps, max_minutes):
     return f" | ETA {int(left)}:{int((left % 1) * 60):02d}"
 
 
-def progress_line(step, epoch, loss, speed, minutes, eta_text=""):
+def progress_line(step, epoch, loss, speed, minutes, eta_text="", rate=None):
+    lr = f" | lr {rate:.2e}" if rate is not None else ""
     return (f"step {step:>7} | epoch {epoch:6.2f} | loss {loss:6.3f} | ppl {math.exp(min(loss, 50)):8.2f}"
-            f" | {speed:7.0f} tgt tok/s | {minutes:6.1f} min{eta_text}")
+            f"{lr} | {speed:7.0f} tgt tok/s | {minutes:6.1f} min{eta_text}")
 
 
 def validation_line(validation):
@@ -87,12 +99,12 @@ class RunLog:
 
     def progress(self, step, epoch, clock, max_steps=0, max_minutes=0):
         """The progress line of `step` from the clock's window (which starts again), and its record."""
-        minutes = clock.minutes()
-        loss, speed = clock.close_window()
+        minutes, rate = clock.minutes(), clock.rate
+        loss, speed, norm = clock.close_window()
         eta_text = eta(step, step - clock.start_step, minutes, max_steps, max_minutes)
-        self.echo(progress_line(step, epoch, loss, speed, minutes, eta_text))
+        self.echo(progress_line(step, epoch, loss, speed, minutes, eta_text, rate))
         self.record({"kind": "train", "step": step, "epoch": round(epoch, 4), "loss": loss,
-                     "tokens_per_s": speed, "minutes": minutes})
+                     "tokens_per_s": speed, "minutes": minutes, "lr": rate, "grad_norm": norm})
 
     def validation(self, validation):
         self.record(validation.record())

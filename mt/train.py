@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import click
 
+from mt import schedule
+from mt.averaging import MovingAverage, nothing
 from mt.errors import UserError
 from mt.folders import DataFolder, RunFolder
 from mt.runlog import Clock, RunLog
@@ -78,6 +80,7 @@ class Counters:
     batch_in_epoch: "tf.Variable"  # int64: batches of that epoch done
     bad_evals: "tf.Variable"  # int64: validations since the best score
     best: "tf.Variable"  # float64: the best validation score so far
+    train_seconds: "tf.Variable"  # float64: training time spent, by every process of the run (as saved)
 
     @classmethod
     def create(cls):
@@ -86,11 +89,12 @@ class Counters:
 
         names = ("step", "epoch", "batch_in_epoch", "bad_evals")
         counts = {n: tf.Variable(0, dtype=tf.int64, trainable=False, name=n) for n in names}
-        return cls(**counts, best=tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_score"))
+        return cls(**counts, best=tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_score"),
+                   train_seconds=tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds"))
 
     def checkpointed(self):
         return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                "bad_evals": self.bad_evals, "best": self.best}
+                "bad_evals": self.bad_evals, "best": self.best, "train_seconds": self.train_seconds}
 
 
 class Stop(Exception):
@@ -148,9 +152,13 @@ class Trainer:
             self.optimizer = optimizer
             self.optimizer.build(self.model.trainable_variables)
             self.counters = Counters.create()
+            self.average = (MovingAverage(self.model.trainable_variables, self.tc.ema_decay)
+                            if self.tc.ema_decay else None)
+        self.schedule = schedule.resolve(self.tc.schedule, self.tc.max_steps, self.tc.max_minutes)
         rng = [v.value for v in self.model.non_trainable_variables]  # dropout seed states
+        extra = self.average.checkpointed() if self.average else {}
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, rng=rng,
-                                              **self.counters.checkpointed())
+                                              **self.counters.checkpointed(), **extra)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.own.checkpoints_dir, 2)
         spec = [tf.TensorSpec([None, None], tf.int32)] * 3
         self.eval_step = tf.function(self._eval_step, input_signature=spec, autograph=False)
@@ -175,6 +183,7 @@ class Trainer:
 
     def _save_checkpoint(self):
         """Every task saves (multi-worker saving is collective); only the chief's lands in the run folder."""
+        self.counters.train_seconds.assign(self._train_seconds())
         self.manager.save(checkpoint_number=self.count("step"))
 
     def _restore(self):
@@ -182,10 +191,38 @@ class Trainer:
 
         latest = tf.train.latest_checkpoint(self.run.checkpoints_dir)
         if latest:
-            self.checkpoint.restore(latest)
+            # the model and its optimizer must come back whole: a checkpoint of another model would
+            # otherwise leave the weights it lacks as they were initialized, without a word
+            try:
+                tf.train.Checkpoint(model=self.model, optimizer=self.optimizer).restore(
+                    latest).assert_existing_objects_matched()
+            except (AssertionError, ValueError) as e:
+                raise UserError(f"{latest} does not hold this model's weights ({str(e).splitlines()[0][:200]}): "
+                                "it was written by another model or version; train into a new --out") from None
+            self.checkpoint.restore(latest).expect_partial()
             self.log.say(f"Resuming from step {self.count('step')}")
+            if self.average and not int(self.average.updates.numpy()):
+                self.average.reset()  # a checkpoint from before averaging was on
         else:
             self._init_output_bias()
+            if self.average:
+                self.average.reset()
+        self.seconds_before = float(self.counters.train_seconds.numpy())
+
+    def _train_seconds(self):
+        """Training time spent by the run: before this process, and since it started its loop."""
+        return self.seconds_before + self.clock.seconds()
+
+    def _rate(self, step):
+        """The learning rate of update `step` (counted from 1)."""
+        tc = self.tc
+        fraction = schedule.progress(step - 1, self._train_seconds(), tc.max_steps, tc.max_minutes)
+        return schedule.learning_rate(self.schedule, tc.learning_rate, step, fraction, tc.warmup_steps,
+                                      tc.final_lr)
+
+    def _averaged(self):
+        """A block in which the model holds its averaged weights (when averaging is on)."""
+        return self.average.swapped() if self.average else nothing()
 
     def _init_output_bias(self):
         """Start the output layer's bias at the log unigram frequencies of the training targets.
@@ -262,11 +299,15 @@ class Trainer:
         loss_sum, stop = context.all_reduce(tf.distribute.ReduceOp.SUM, [loss_sum, stop])
         return loss_sum, stop, norm
 
-    def _train_step(self, batch, stop):
-        """One update over the global batch; returns (loss sum, real target tokens, stop?, gradient norm)."""
+    def _train_step(self, batch, stop, rate):
+        """One update over the global batch at learning rate `rate`; returns (loss sum, real target
+        tokens, stop?, gradient norm before clipping)."""
         src, tgt_in, tgt_out, global_tokens = batch
+        self.optimizer.learning_rate.assign(rate)
         loss_sum, stop, norm = self.strategy.run(self._replica_step,
                                                  args=(src, tgt_in, tgt_out, global_tokens, stop))
+        if self.average:
+            self.average.update()
         first = self.strategy.experimental_local_results
         return first(loss_sum)[0], first(global_tokens)[0], first(stop)[0] > 0, first(norm)[0]
 
@@ -286,16 +327,19 @@ class Trainer:
         dataset = self._distributed_dataset(start_epoch, start_batch)
         # autograph off (here and in eval_step): the model and the step have no Python control flow on
         # tensors, and converting them would only add to the time before the first step
-        step_fn = tf.function(self._train_step, input_signature=[dataset.element_spec,
-                                                                 tf.TensorSpec([], tf.float32)], autograph=False)
+        scalar = tf.TensorSpec([], tf.float32)
+        step_fn = tf.function(self._train_step, input_signature=[dataset.element_spec, scalar, scalar],
+                              autograph=False)
         positions = self.batcher.positions(start_epoch, start_batch, self.tc.max_epochs)
         self.clock = Clock.started(self.count("step"))
         previous = signal.signal(signal.SIGTERM, _raise_stop)
         reason = "max_epochs"
         try:
             for batch, (epoch, number, _) in zip(dataset, positions):
-                loss_sum, tokens, stop, _ = step_fn(batch, tf.constant(float(self._time_is_up())))
-                self._advance(epoch, number, float(loss_sum), float(tokens))
+                rate = self._rate(self.count("step") + 1)
+                loss_sum, tokens, stop, norm = step_fn(batch, tf.constant(float(self._time_is_up())),
+                                                       tf.constant(rate, tf.float32))
+                self._advance(epoch, number, float(loss_sum), float(tokens), float(norm), rate)
                 reason = "max_minutes" if bool(stop) else self._after_step()
                 if reason:
                     break
@@ -315,15 +359,16 @@ class Trainer:
             signal.signal(signal.SIGTERM, previous)
         self._finish(reason or "max_epochs")
 
-    def _advance(self, epoch, number, loss_sum, tokens):
+    def _advance(self, epoch, number, loss_sum, tokens, norm, rate):
         self.counters.step.assign_add(1)
         self.counters.epoch.assign(epoch)
         self.counters.batch_in_epoch.assign(number + 1)
-        self.clock.add(loss_sum, tokens)
+        self.clock.add(loss_sum, tokens, norm, rate)
 
     def _time_is_up(self):
-        """This task's view of the time limit; all tasks stop together when any of them says so."""
-        return bool(self.tc.max_minutes) and self.clock.minutes() >= self.tc.max_minutes
+        """This task's view of the time limit (the run's training time, resumed runs included); all tasks
+        stop together when any of them says so."""
+        return bool(self.tc.max_minutes) and self._train_seconds() >= 60.0 * self.tc.max_minutes
 
     def _after_step(self):
         """Log, validate and checkpoint as due; returns a reason to stop, or None."""
@@ -340,8 +385,10 @@ class Trainer:
         return None
 
     def _validate(self, step):
-        """Validate and log it; True when it is time to stop early."""
-        validation = self.validator(step)
+        """Validate (the averaged weights, when averaging is on) and log it; True when it is time to stop
+        early."""
+        with self._averaged():
+            validation = self.validator(step)
         self.log.validation(validation)
         return validation.stop
 
@@ -353,7 +400,8 @@ class Trainer:
             self._validate(step)
         self._save_checkpoint()
         if self.chief:
-            self.run.save_weights(self.model, "last")
+            with self._averaged():
+                self.run.save_weights(self.model, "last")
             self.run.write_done({"step": step, "reason": reason, "best_score": float(self.counters.best.numpy()),
                                  "epoch": self.count("epoch")})
         self.log.flush()

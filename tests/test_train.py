@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from mt.errors import UserError
 from mt.folders import DataFolder, RunFolder
 from mt.runlog import Clock, RunLog, eta, progress_line
 from mt.validation import DevBleu, Validation, Validator, dev_loss, early_stopping, read_dev_sample
@@ -192,10 +193,11 @@ def test_the_progress_line_has_step_epoch_loss_perplexity_speed_minutes_and_eta(
 
 def test_the_clock_window_starts_again_at_each_progress_line():
     clock = Clock.started(40, now=100.0)
-    clock.add(6.0, 3.0)
-    clock.add(2.0, 1.0)
-    assert clock.close_window(now=102.0) == (2.0, 2.0)
-    assert (clock.loss_sum, clock.tokens, clock.window_start) == (0.0, 0.0, 102.0)
+    clock.add(6.0, 3.0, 0.5, 1e-3)
+    clock.add(2.0, 1.0, 1.5, 2e-3)
+    assert clock.close_window(now=102.0) == (2.0, 2.0, 1.0)
+    assert (clock.loss_sum, clock.tokens, clock.norm_sum, clock.steps, clock.window_start) == (0.0, 0.0, 0.0, 0, 102.0)
+    assert clock.rate == 2e-3
     assert clock.minutes(now=130.0) == 0.5 and clock.start_step == 40
 
 
@@ -210,7 +212,7 @@ def test_the_run_log_writes_one_metrics_line_per_record_and_tensorboard_events(t
     log.flush()
     records = [json.loads(line) for line in open(run.metrics_path, encoding="utf-8")]
     assert [r["kind"] for r in records] == ["train", "dev"]
-    assert set(records[0]) == {"time", "kind", "step", "epoch", "loss", "tokens_per_s", "minutes"}
+    assert set(records[0]) == {"time", "kind", "step", "epoch", "loss", "tokens_per_s", "minutes", "lr", "grad_norm"}
     assert records[0]["loss"] == 2.0 and records[0]["step"] == 2 and records[0]["epoch"] == 0.25
     assert records[1] == {"time": records[1]["time"], "kind": "dev", "step": 2, "loss": 1.5, "bleu": 12.0,
                           "best": True}
@@ -333,3 +335,114 @@ def weights(path):
     with h5py.File(path, "r") as f:
         f.visititems(lambda key, obj: values.append((key, obj[()])) if hasattr(obj, "shape") else None)
     return dict(values)
+
+
+def tiny_trainer(data, out, **train):
+    import tensorflow as tf
+
+    from mt.config import Config
+    from mt.train import Trainer, load_manifest
+
+    cfg = Config.load(str(data / "tiny.yaml"))
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
+    cfg.check()
+    return Trainer(cfg, str(data / "data"), load_manifest(str(data / "data")), str(out),
+                   tf.distribute.OneDeviceStrategy("/cpu:0"))
+
+
+def logged_rates(run):
+    return {r["step"]: r["lr"] for r in map(json.loads, open(run.metrics_path, encoding="utf-8"))
+            if r["kind"] == "train"}
+
+
+def test_a_schedule_planned_to_steps_gives_a_resumed_run_the_rates_of_an_uninterrupted_one(data, tmp_path,
+                                                                                            monkeypatch):
+    settings = dict(max_steps=8, schedule="linear", warmup_steps=2, final_lr=0.0)
+    whole = tiny_trainer(data, tmp_path / "whole", **settings)
+    whole.fit()
+    expected = logged_rates(RunFolder(tmp_path / "whole"))
+    assert expected[2] == pytest.approx(whole.tc.learning_rate * 7 / 8, rel=1e-6)  # warmed up, 1/8 down
+    assert expected[8] == pytest.approx(whole.tc.learning_rate * 1 / 8, rel=1e-6)
+
+    interrupted = tiny_trainer(data, tmp_path / "parts", **settings)
+    advance = interrupted._advance
+
+    def advance_then_interrupt(*args):
+        advance(*args)
+        if interrupted.count("step") == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(interrupted, "_advance", advance_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    tiny_trainer(data, tmp_path / "parts", **settings).fit()
+    assert logged_rates(RunFolder(tmp_path / "parts")) == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_schedule_planned_to_minutes_continues_from_the_training_time_the_checkpoint_records(data, tmp_path):
+    settings = dict(max_minutes=10.0, schedule="linear", warmup_steps=0, final_lr=0.0)
+    first = tiny_trainer(data, tmp_path / "run", **settings)
+    first._restore()
+    first.clock = Clock.started(0, now=0.0)
+    first.seconds_before = 150.0 - first.clock.seconds()  # the run has trained for 150 s so far
+    first._save_checkpoint()
+    resumed = tiny_trainer(data, tmp_path / "run", **settings)
+    resumed._restore()
+    resumed.clock = Clock.started(0)
+    assert resumed.seconds_before == pytest.approx(150.0, abs=1.0)
+    # a quarter of the 10 minutes spent: a linear schedule is a quarter of the way down, and the budget
+    # counts the time before the resume too
+    assert resumed._rate(1) == pytest.approx(resumed.tc.learning_rate * 0.75, rel=0.01)
+    assert not resumed._time_is_up()
+    resumed.seconds_before = 600.0
+    assert resumed._time_is_up()
+
+
+def test_the_moving_average_follows_the_weights_and_validation_uses_it(data, tmp_path):
+    trainer = tiny_trainer(data, tmp_path / "run", max_steps=6, ema_decay=0.5, eval_every=6)
+    trainer.fit()
+    raw = [v.numpy() for v in trainer.model.trainable_variables]
+    average = [s.numpy() for s in trainer.average.shadows]
+    assert any(not np.allclose(a, r) for a, r in zip(average, raw))  # the average lags the weights
+    with trainer.average.swapped():
+        assert all(np.array_equal(v.numpy(), a) for v, a in zip(trainer.model.trainable_variables, average))
+    assert all(np.array_equal(v.numpy(), r) for v, r in zip(trainer.model.trainable_variables, raw))
+    run = RunFolder(tmp_path / "run")
+    saved = weights(run.weights_path("last"))
+    # the last weights hold the average: every saved array is one of the averaged arrays
+    assert all(any(value.shape == a.shape and np.array_equal(value, a) for a in average)
+               for value in saved.values() if value.dtype.kind == "f" and value.size > 1)
+
+
+def test_the_moving_average_starts_fast_and_settles_at_its_decay():
+    import tensorflow as tf
+
+    from mt.averaging import MovingAverage
+
+    weight = tf.Variable([0.0])
+    average = MovingAverage([weight], 0.9)
+    weight.assign([10.0])
+    average.update()  # decay min(0.9, 2/11)
+    assert average.shadows[0].numpy()[0] == pytest.approx(10.0 * 9 / 11)
+    for _ in range(200):
+        average.update()
+    assert average.shadows[0].numpy()[0] == pytest.approx(10.0, rel=1e-6)
+    weight.assign([20.0])
+    average.update()  # settled: decay 0.9
+    assert average.shadows[0].numpy()[0] == pytest.approx(11.0, rel=1e-5)
+
+
+def test_a_checkpoint_of_another_model_is_refused_not_half_restored(data, tmp_path):
+    import tensorflow as tf
+
+    from mt.config import Config
+    from mt.train import Trainer, load_manifest
+
+    tiny_trainer(data, tmp_path / "run", max_steps=2).fit()
+    cfg = Config.load(str(data / "tiny.yaml"))
+    cfg.model.dec_layers = 2  # a decoder layer the checkpoint has no weights for
+    other = Trainer(cfg, str(data / "data"), load_manifest(str(data / "data")), str(tmp_path / "run"),
+                    tf.distribute.OneDeviceStrategy("/cpu:0"))
+    with pytest.raises(UserError, match="does not hold this model's weights"):
+        other._restore()
