@@ -73,6 +73,9 @@ def cli():
 @click.option("--seed", default=1234, show_default=True, help="Seed for the held-out sample and SentencePiece.")
 @click.option("--on-invalid", type=click.Choice(["error", "replace"]), default="error", show_default=True,
               help="An invalid UTF-8 byte: stop with an error naming file and line, or replace it.")
+@click.option("--tokenizers-from", type=click.Path(file_okay=False, exists=True),
+              help="Encode with the tokenizers of this run folder or prepared data folder instead of training "
+              "new ones (to continue training a model on new data: mt train --init-from).")
 def preprocess(**kwargs):
     """Check, clean and filter a parallel corpus, train SentencePiece, write a prepared data folder."""
     from mt import preprocess as stage_module

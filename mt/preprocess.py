@@ -269,6 +269,36 @@ def train_tokenizers(folder, train_src, train_tgt, vocab_size, model_type, joint
     return Tokenizer(src_path), Tokenizer(tgt_path)
 
 
+def tokenizer_sources(source):
+    """{side: path} of the tokenizers of `source`, a run folder or a prepared data folder, each checked to
+    load as mt's SentencePiece model."""
+    from mt.folders import RunFolder
+
+    run, data = RunFolder(source), DataFolder(source)
+    if run.is_run():
+        paths = {side: run.tokenizer_path(side) for side in ("src", "tgt")}
+    elif data.is_complete():
+        paths = {side: data.tokenizer_path(side) for side in ("src", "tgt")}
+    else:
+        raise UserError(f"--tokenizers-from {source}: neither a run folder (no {RunFolder.DATA_INFO}) nor a "
+                        f"prepared data folder (no {DataFolder.MANIFEST})")
+    for path in paths.values():
+        Tokenizer(path)
+    return paths
+
+
+def reuse_tokenizers(folder, source, paths):
+    """Copy the tokenizers `paths` of `source` into `folder`, so that a new corpus is encoded with the pieces
+    a trained model knows."""
+    from mt.atomic import write_bytes
+
+    for side, path in paths.items():
+        with open(path, "rb") as f:
+            write_bytes(folder.new_tokenizer_path(side), f.read())
+    click.echo(f"tokenizers: those of {source} (no new ones trained)", err=True)
+    return Tokenizer(folder.new_tokenizer_path("src")), Tokenizer(folder.new_tokenizer_path("tgt"))
+
+
 class EncodedTexts:
     """A split's texts as id sequences, encoded a slice at a time when `write_split` takes that slice, so
     only one shard's ids are in memory at once; the lengths of what was encoded are kept."""
@@ -410,20 +440,29 @@ def print_summary(data, manifest, out, replaced):
 
 def run(src=None, tgt=None, tsv=None, dev_src=None, dev_tgt=None, dev_tsv=None, out=None, vocab_size=8000,
         model_type="unigram", joint=False, max_len=250, max_ratio=3.0, dev_size=1000, seed=1234,
-        on_invalid="error"):
-    """Prepare a data folder from a parallel corpus; return the manifest (also written to out/manifest.json)."""
+        on_invalid="error", tokenizers_from=None):
+    """Prepare a data folder from a parallel corpus; return the manifest (also written to out/manifest.json).
+
+    `tokenizers_from`: a run or data folder whose tokenizers encode this corpus instead of new ones (the
+    vocabulary options are then unused)."""
     check_settings(out, vocab_size, max_len, max_ratio, dev_size, on_invalid)
     corpora = {"train": resolve_corpus(src, tgt, tsv, "", required=True)}
     dev = resolve_corpus(dev_src, dev_tgt, dev_tsv, "dev-", required=False)
     if dev:
         corpora["dev"] = dev
     check_files_exist(corpora.values())
+    reused = tokenizer_sources(tokenizers_from) if tokenizers_from else None
     replaced = collections.Counter()
     data = load_data(corpora, max_len, max_ratio, dev_size, seed, on_invalid, replaced)
 
     folder = DataFolder(out)
     prepare_out(folder)
-    tokenizers = train_tokenizers(folder, data.train_src, data.train_tgt, vocab_size, model_type, joint, seed)
+    if tokenizers_from:
+        tokenizers = reuse_tokenizers(folder, tokenizers_from, reused)
+        joint = open(folder.new_tokenizer_path("src"), "rb").read() == open(folder.new_tokenizer_path("tgt"), "rb").read()
+        model_type, vocab_size = "reused", None
+    else:
+        tokenizers = train_tokenizers(folder, data.train_src, data.train_tgt, vocab_size, model_type, joint, seed)
     splits = {"train": write_encoded_split(folder, "train", data.train_src, data.train_tgt, tokenizers),
               "dev": write_encoded_split(folder, "dev", data.dev_src, data.dev_tgt, tokenizers)}
     write_lines(folder.new_dev_text_path("src"), data.dev_src)
@@ -431,7 +470,8 @@ def run(src=None, tgt=None, tsv=None, dev_src=None, dev_tgt=None, dev_tsv=None, 
     settings = {"src": src, "tgt": tgt, "tsv": tsv, "dev_src": dev_src, "dev_tgt": dev_tgt, "dev_tsv": dev_tsv,
                 "vocab_size": vocab_size, "model_type": model_type, "joint": joint, "max_len": max_len,
                 "max_ratio": max_ratio, "dev_size": dev_size, "seed": seed, "on_invalid": on_invalid,
-                "ratio_min_words": RATIO_MIN_WORDS, "shard_size": DEFAULT_SHARD_SIZE}
+                "ratio_min_words": RATIO_MIN_WORDS, "shard_size": DEFAULT_SHARD_SIZE,
+                "tokenizers_from": os.path.abspath(tokenizers_from) if tokenizers_from else None}
     manifest = build_manifest(data, splits, tokenizers, settings, source_info(data.readers, replaced))
     folder.write_manifest(manifest)
     print_summary(data, manifest, out, replaced)

@@ -261,3 +261,26 @@ def test_cli_reports_a_mismatch_on_one_line_with_exit_code_1(tmp_path):
     assert "Traceback" not in result.output + result.stderr
     assert "has 6 lines" in errors[0] and "has 1:" in errors[0]
     assert not DataFolder(tmp_path / "out").is_complete()
+
+
+def test_a_corpus_can_be_encoded_with_the_tokenizers_of_another_data_folder(tmp_path):
+    first = write_corpus(tmp_path, make_pairs(100, seed=1), "a")
+    second = write_corpus(tmp_path, make_pairs(100, seed=2), "b")
+    prep(tmp_path / "A", src=str(first[0]), tgt=str(first[1]))
+    manifest = prep(tmp_path / "B", src=str(second[0]), tgt=str(second[1]), tokenizers_from=str(tmp_path / "A"),
+                    vocab_size=999)  # unused: no tokenizer is trained
+    a, b = DataFolder(tmp_path / "A"), DataFolder(tmp_path / "B")
+    for side in ("src", "tgt"):
+        assert open(a.tokenizer_path(side), "rb").read() == open(b.tokenizer_path(side), "rb").read()
+    assert manifest["vocab"]["src"] == a.vocab_sizes()[0] and manifest["settings"]["tokenizers_from"]
+    src, _ = b.read_split("train")
+    texts = Tokenizer(b.tokenizer_path("src")).decode(src)
+    assert set(texts) <= {s for s, _ in make_pairs(100, seed=2)}
+
+
+def test_tokenizers_from_a_folder_that_has_none_is_a_one_line_error(tmp_path):
+    src, tgt = write_corpus(tmp_path, make_pairs(30))
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(cli, ["preprocess", "--src", str(src), "--tgt", str(tgt), "--out",
+                                      str(tmp_path / "out"), "--tokenizers-from", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "neither a run folder" in result.stderr.strip().splitlines()[-1]
