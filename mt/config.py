@@ -53,7 +53,7 @@ class TrainConfig:
     # batch lengths are padded to a multiple of this: fewer distinct shapes keep the CPU kernels' per-shape
     # caches small (docs/design.md, "Batch shapes are rounded")
     length_multiple: int = 8
-    learning_rate: float = 1e-3  # the peak rate of the schedule
+    learning_rate: float = 2e-3  # the peak rate of the schedule
     schedule: str = "auto"  # auto | constant | cosine | linear | inverse_sqrt (mt/schedule.py)
     warmup_steps: int = 100  # the rate rises linearly over this many updates
     final_lr: float = 0.02  # a cosine or linear schedule ends at this fraction of the peak rate
@@ -69,7 +69,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 50
     seed: int = 42
-    precision: str = "float32"  # or auto: bfloat16 products where the CPU has them natively
+    precision: str = "auto"  # bfloat16 products where the CPU has them natively, else float32
 
     def check(self):
         for name in ("batch_tokens", "max_len", "length_multiple", "eval_every", "checkpoint_every",

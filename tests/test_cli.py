@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = """
 model: {emb_dim: 16, enc_units: 16, dec_units: 32, dropout: 0.0}
 train: {batch_tokens: 400, learning_rate: 0.01, eval_every: 10, eval_bleu_sentences: 20, checkpoint_every: 10,
-        log_every: 5}
+        log_every: 5, precision: float32}
 """
 
 
