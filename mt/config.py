@@ -59,6 +59,7 @@ class TrainConfig:
     final_lr: float = 0.02  # a cosine or linear schedule ends at this fraction of the peak rate
     ema_decay: float = 0.0  # validate and save an exponential moving average of the weights (0 = off)
     clip_norm: float = 1.0  # clip gradients by their global norm
+    accumulate: int = 1  # sum the gradients of this many batches into one update (clipped as one)
     label_smoothing: float = 0.0
     max_steps: int = 0  # 0 = no step limit
     max_minutes: float = 0.0  # 0 = no time limit
@@ -73,7 +74,7 @@ class TrainConfig:
 
     def check(self):
         for name in ("batch_tokens", "max_len", "length_multiple", "eval_every", "checkpoint_every",
-                     "log_every"):
+                     "log_every", "accumulate"):
             _positive(f"train.{name}", getattr(self, name))
         for name in ("max_steps", "max_minutes", "max_epochs", "patience", "eval_bleu_sentences"):
             if getattr(self, name) < 0:

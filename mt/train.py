@@ -154,6 +154,12 @@ class Trainer:
             self.counters = Counters.create()
             self.average = (MovingAverage(self.model.trainable_variables, self.tc.ema_decay)
                             if self.tc.ema_decay else None)
+            # gradient sums of the batches of one update, each replica its own (summed when applied)
+            self.accumulated = [] if self.tc.accumulate == 1 else [
+                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name=f"accumulated_{i}",
+                            synchronization=tf.VariableSynchronization.ON_READ,
+                            aggregation=tf.VariableAggregation.SUM)
+                for i, v in enumerate(self.model.trainable_variables)]
         self.schedule = schedule.resolve(self.tc.schedule, self.tc.max_steps, self.tc.max_minutes)
         rng = [v.value for v in self.model.non_trainable_variables]  # dropout seed states
         extra = self.average.checkpointed() if self.average else {}
@@ -311,6 +317,66 @@ class Trainer:
         first = self.strategy.experimental_local_results
         return first(loss_sum)[0], first(global_tokens)[0], first(stop)[0] > 0, first(norm)[0]
 
+    def _gradients(self, src, tgt_in, tgt_out, scale):
+        """(loss sum, dense gradients of loss sum / scale) of this replica's shard (loss-scaled under
+        mixed_float16). Embedding gradients come as IndexedSlices whose repeated rows would make the
+        global norm wrong: they are made dense."""
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss_sum, _ = self._loss_sums(src, tgt_in, tgt_out, training=True)
+            loss = loss_sum / scale
+            if self.loss_scaling:
+                loss = self.optimizer.scale_loss(loss)
+        return loss_sum, [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.model.trainable_variables)]
+
+    def _accumulate_replica(self, src, tgt_in, tgt_out):
+        """Add this replica's gradient of its loss sum to its accumulators (train.accumulate > 1)."""
+        import tensorflow as tf
+
+        loss_sum, grads = self._gradients(src, tgt_in, tgt_out, 1.0)
+        for total, grad in zip(self.accumulated, grads):
+            total.assign_add(grad)
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, loss_sum)
+
+    def _apply_replica(self, tokens, stop):
+        """One update from the accumulated gradients of `tokens` real target tokens: the gradient of
+        their mean loss, summed over replicas, clipped by its global norm and applied, as `_replica_step`
+        does for one batch; the accumulators start again at zero."""
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
+        grads = [tf.identity(total) / tf.maximum(tokens, 1.0) for total in self.accumulated]
+        if replicas > 1:
+            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        clip = self.tc.clip_norm
+        if self.loss_scaling:
+            clip = clip * tf.cast(self.optimizer.dynamic_scale, tf.float32)
+        grads, norm = tf.clip_by_global_norm(grads, clip)
+        self.optimizer.apply([g / float(replicas) for g in grads] if replicas > 1 else grads,
+                             self.model.trainable_variables)
+        for total in self.accumulated:
+            total.assign(tf.zeros_like(total))
+        stop = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(stop))
+        return stop, norm
+
+    def _accumulate_step(self, batch):
+        """Add one global batch's gradient to the accumulators; returns (loss sum, real target tokens)."""
+        src, tgt_in, tgt_out, global_tokens = batch
+        loss_sum = self.strategy.run(self._accumulate_replica, args=(src, tgt_in, tgt_out))
+        first = self.strategy.experimental_local_results
+        return first(loss_sum)[0], first(global_tokens)[0]
+
+    def _apply_step(self, tokens, stop, rate):
+        """Apply the accumulated update at learning rate `rate`; returns (stop?, gradient norm)."""
+        self.optimizer.learning_rate.assign(rate)
+        stop, norm = self.strategy.run(self._apply_replica, args=(tokens, stop))
+        if self.average:
+            self.average.update()
+        first = self.strategy.experimental_local_results
+        return first(stop)[0] > 0, first(norm)[0]
+
     def _eval_step(self, src, tgt_in, tgt_out):
         return self._loss_sums(src, tgt_in, tgt_out, training=False)
 
@@ -330,6 +396,11 @@ class Trainer:
         scalar = tf.TensorSpec([], tf.float32)
         step_fn = tf.function(self._train_step, input_signature=[dataset.element_spec, scalar, scalar],
                               autograph=False)
+        if self.accumulated:
+            accumulate_fn = tf.function(self._accumulate_step, input_signature=[dataset.element_spec],
+                                        autograph=False)
+            apply_fn = tf.function(self._apply_step, input_signature=[scalar] * 3, autograph=False)
+        pending = {"batches": 0, "loss": 0.0, "tokens": 0.0}  # batches accumulated for the next update
         positions = self.batcher.positions(start_epoch, start_batch, self.tc.max_epochs)
         self.clock = Clock.started(self.count("step"))
         previous = signal.signal(signal.SIGTERM, _raise_stop)
@@ -337,8 +408,21 @@ class Trainer:
         try:
             for batch, (epoch, number, _) in zip(dataset, positions):
                 rate = self._rate(self.count("step") + 1)
-                loss_sum, tokens, stop, norm = step_fn(batch, tf.constant(float(self._time_is_up())),
-                                                       tf.constant(rate, tf.float32))
+                time_up = tf.constant(float(self._time_is_up()))
+                if self.accumulated:
+                    # an update every train.accumulate batches; the data position is saved only with an
+                    # update, so batches accumulated when the run stops are read again on resume
+                    loss_sum, tokens = accumulate_fn(batch)
+                    pending["batches"] += 1
+                    pending["loss"] += float(loss_sum)
+                    pending["tokens"] += float(tokens)
+                    if pending["batches"] < self.tc.accumulate:
+                        continue
+                    stop, norm = apply_fn(tf.constant(pending["tokens"]), time_up, tf.constant(rate, tf.float32))
+                    loss_sum, tokens = pending["loss"], pending["tokens"]
+                    pending.update(batches=0, loss=0.0, tokens=0.0)
+                else:
+                    loss_sum, tokens, stop, norm = step_fn(batch, time_up, tf.constant(rate, tf.float32))
                 self._advance(epoch, number, float(loss_sum), float(tokens), float(norm), rate)
                 reason = "max_minutes" if bool(stop) else self._after_step()
                 if reason:

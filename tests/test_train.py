@@ -337,13 +337,15 @@ def weights(path):
     return dict(values)
 
 
-def tiny_trainer(data, out, **train):
+def tiny_trainer(data, out, model=None, **train):
     import tensorflow as tf
 
     from mt.config import Config
     from mt.train import Trainer, load_manifest
 
     cfg = Config.load(str(data / "tiny.yaml"))
+    for key, value in (model or {}).items():
+        setattr(cfg.model, key, value)
     for key, value in train.items():
         setattr(cfg.train, key, value)
     cfg.check()
@@ -446,3 +448,90 @@ def test_a_checkpoint_of_another_model_is_refused_not_half_restored(data, tmp_pa
                     tf.distribute.OneDeviceStrategy("/cpu:0"))
     with pytest.raises(UserError, match="does not hold this model's weights"):
         other._restore()
+
+
+def test_accumulating_two_batches_makes_the_update_of_one_batch_holding_both(data, tmp_path):
+    import tensorflow as tf
+
+    from mt.data import pad_batch
+
+    def trainer(out, accumulate):
+        t = tiny_trainer(data, tmp_path / out, model={"dropout": 0.0}, max_steps=10, accumulate=accumulate,
+                         warmup_steps=0, schedule="constant")
+        t._restore()
+        return t
+
+    one, two = trainer("one", 1), trainer("two", 2)
+    for a, b in zip(one.model.weights, two.model.weights):
+        b.assign(a)  # the same starting point
+    start = [v.numpy() for v in one.model.trainable_variables]
+    batcher = one.batcher
+    first, second = batcher.epoch_batches(0)[:2]
+
+    def batch(indices):
+        src, tgt_in, tgt_out = pad_batch([batcher.src[i] for i in indices], [batcher.tgt[i] for i in indices])
+        tokens = float(sum(batcher.tgt_len[i] for i in indices))
+        return tuple(tf.constant(x) for x in (src, tgt_in, tgt_out)) + (tf.constant(tokens),)
+
+    rate, go_on = tf.constant(1e-3), tf.constant(0.0)
+    one._train_step(batch(list(first) + list(second)), go_on, rate)
+    tokens = sum(float(two._accumulate_step(batch(indices))[1]) for indices in (first, second))
+    two._apply_step(tf.constant(tokens), go_on, rate)
+    for a, b, before in zip(one.model.trainable_variables, two.model.trainable_variables, start):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+    assert any(not np.allclose(a.numpy(), before) for a, before in zip(one.model.trainable_variables, start))
+    assert all(not np.any(t.numpy()) for t in two.accumulated)  # the sums start again at zero
+
+
+ACCUMULATE_ON_REPLICAS = """
+import sys
+import numpy as np
+import tensorflow as tf
+from mt.config import Config
+from mt.data import shard_batch
+from mt.distribute import make_strategy
+from mt.train import Trainer, load_manifest
+
+data, out = sys.argv[1], sys.argv[2]
+
+def trainer(name, accumulate):
+    cfg = Config.load(data + "/../tiny.yaml")
+    cfg.model.dropout, cfg.train.max_steps, cfg.train.accumulate = 0.0, 10, accumulate
+    cfg.train.schedule, cfg.train.warmup_steps = "constant", 0
+    t = Trainer(cfg, data, load_manifest(data), out + "/" + name, strategy)
+    t._restore()
+    return t
+
+strategy = make_strategy("mirrored", 2, "float32")
+assert strategy.num_replicas_in_sync == 2
+one, two = trainer("one", 1), trainer("two", 2)
+for a, b in zip(one.model.weights, two.model.weights):
+    b.assign(a)
+first, second = one.batcher.epoch_batches(0)[:2]
+
+def distributed(indices):
+    shards, tokens = shard_batch(one.batcher, np.asarray(indices), 2)
+    values = [tuple(tf.constant(x) for x in shard) + (tf.constant(tokens),) for shard in shards]
+    parts = [strategy.experimental_distribute_values_from_function(lambda ctx, k=k: values[ctx.replica_id_in_sync_group][k])
+             for k in range(4)]
+    return tuple(parts)
+
+rate, go_on = tf.constant(1e-3), tf.constant(0.0)
+tf.function(one._train_step, autograph=False)(distributed(list(first) + list(second)), go_on, rate)
+accumulate = tf.function(two._accumulate_step, autograph=False)
+tokens = sum(float(accumulate(distributed(list(b)))[1]) for b in (first, second))
+tf.function(two._apply_step, autograph=False)(tf.constant(tokens), go_on, rate)
+for a, b in zip(one.model.trainable_variables, two.model.trainable_variables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+print("same update")
+"""
+
+
+@pytest.mark.slow
+def test_accumulating_makes_the_same_update_on_two_cpu_replicas(data, tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", ACCUMULATE_ON_REPLICAS, str(data / "data"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "same update" in done.stdout, done.stderr[-3000:]
