@@ -101,6 +101,12 @@ def preprocess(**kwargs):
               "mixed_bfloat16 where the CPU has bfloat16 products in hardware (AVX-512 BF16, AMX) and no "
               "GPU is used, else float32.")
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints (overrides the config).")
+@click.option("--init-from", type=click.Path(file_okay=False, exists=True),
+              help="Start a new run from the weights of this trained run (fine-tuning, domain adaptation): its "
+              "model settings, a fresh optimizer and step count; the data must use its tokenizers "
+              "(mt preprocess --tokenizers-from RUN).")
+@click.option("--init-weights", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="With --init-from: which of its weights to start from.")
 def train(**kwargs):
     """Train an encoder-decoder with attention on a prepared data folder."""
     from mt import train as stage_module

@@ -29,8 +29,12 @@ OUTPUT_ROWS_MULTIPLE = 64  # the loss's gathered target positions are padded to 
 
 
 def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_replicas=0, precision=None,
-        checkpoint_every=None):
-    """`mt train`: create or resume the run folder OUT from the prepared data folder DATA."""
+        checkpoint_every=None, init_from=None, init_weights="best"):
+    """`mt train`: create or resume the run folder OUT from the prepared data folder DATA.
+
+    `init_from`: a new run starts from the weights (`init_weights`: best or last) of that trained run,
+    with its model settings, a fresh optimizer and step count; the train settings are --config's when
+    given, else that run's."""
     from mt.config import Config
     from mt.distribute import make_strategy, resolve_precision
 
@@ -41,7 +45,13 @@ def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_re
     if done is not None:
         click.echo(f"{out}: run already finished at step {done['step']} ({done['reason']}); nothing to do")
         return
-    cfg = run_folder.load_config() if run_folder.has_config() else Config.load(config)
+    init = None
+    if run_folder.has_config():
+        cfg = run_folder.load_config()
+    elif init_from:
+        cfg, init = init_config(RunFolder(init_from), data_folder, config, init_weights)
+    else:
+        cfg = Config.load(config)
     overrides = {"max_steps": max_steps, "max_minutes": max_minutes, "seed": seed, "precision": precision,
                  "checkpoint_every": checkpoint_every}
     for key, value in overrides.items():
@@ -49,7 +59,23 @@ def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_re
             setattr(cfg.train, key, value)
     cfg.check()
     cfg.train.precision = resolve_precision(cfg.train.precision)  # the snapshot records what was used
-    Trainer(cfg, data_folder, manifest, out, make_strategy(strategy, cpu_replicas, cfg.train.precision)).fit()
+    Trainer(cfg, data_folder, manifest, out, make_strategy(strategy, cpu_replicas, cfg.train.precision),
+            init_weights=init).fit()
+
+
+def init_config(source, data, config, weights):
+    """(config, weights path) of a run started from the trained run `source`: its model settings, the
+    train settings of `config` (or its own), its `weights`; the data's vocabularies must be its own."""
+    from mt.config import Config
+
+    own = source.load_config()
+    cfg = Config(model=own.model, train=Config.load(config).train if config else own.train)
+    theirs, ours = source.vocab_sizes(), data.vocab_sizes()
+    if theirs != ours:
+        raise UserError(f"--init-from {source.path}: its vocabularies have {theirs[0]:,} and {theirs[1]:,} pieces "
+                        f"(source, target) but {data.path} has {ours[0]:,} and {ours[1]:,}: preprocess the data "
+                        f"with --tokenizers-from {source.path}")
+    return cfg, source.existing_weights(weights)
 
 
 def load_manifest(data):
@@ -104,13 +130,14 @@ class Stop(Exception):
 class Trainer:
     """The training loop of one run: strategy, model, optimizer, data order, loss and checkpoints."""
 
-    def __init__(self, cfg, data, manifest, out, strategy):
-        """`data`: the DataFolder (or its path) and `manifest` its manifest; `out`: the run folder's path."""
+    def __init__(self, cfg, data, manifest, out, strategy, init_weights=None):
+        """`data`: the DataFolder (or its path) and `manifest` its manifest; `out`: the run folder's path;
+        `init_weights`: a weights file a new run starts from."""
         import keras
 
         from mt.distribute import is_chief, worker_folder
 
-        self.cfg, self.tc, self.strategy = cfg, cfg.train, strategy
+        self.cfg, self.tc, self.strategy, self.init_weights = cfg, cfg.train, strategy, init_weights
         self.data = data if isinstance(data, DataFolder) else DataFolder(data)
         self.run = RunFolder(out)
         self.chief = is_chief(strategy)
@@ -209,6 +236,11 @@ class Trainer:
             self.log.say(f"Resuming from step {self.count('step')}")
             if self.average and not int(self.average.updates.numpy()):
                 self.average.reset()  # a checkpoint from before averaging was on
+        elif self.init_weights:
+            self.model.load_weights(self.init_weights)
+            self.log.say(f"starting from the weights of {self.init_weights}")
+            if self.average:
+                self.average.reset()
         else:
             self._init_output_bias()
             if self.average:

@@ -535,3 +535,63 @@ def test_accumulating_makes_the_same_update_on_two_cpu_replicas(data, tmp_path):
     done = subprocess.run([sys.executable, "-c", ACCUMULATE_ON_REPLICAS, str(data / "data"), str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "same update" in done.stdout, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_model_continued_on_new_data_starts_with_a_lower_dev_loss_than_a_fresh_one(data, tmp_path):
+    """Fine-tuning: a model trained on one half of a corpus, continued on the other half (encoded with its
+    tokenizers), starts there with a lower dev loss than a fresh model."""
+    from mt.cli import cli
+    from mt.validation import dev_loss
+
+    lines = {side: open(os.path.join(ROOT, "data", "default", f"train.{side}"), encoding="utf-8").read().splitlines()
+             for side in ("src", "tgt")}
+    for half, part in (("a", slice(0, 300)), ("b", slice(300, 600))):
+        for side in ("src", "tgt"):
+            (tmp_path / f"{half}.{side}").write_text("\n".join(lines[side][part]) + "\n", encoding="utf-8")
+    runner = CliRunner()
+    common = ["--dev-src", str(data / "dev.src"), "--dev-tgt", str(data / "dev.tgt")]
+    assert runner.invoke(cli, ["preprocess", "--src", str(tmp_path / "a.src"), "--tgt", str(tmp_path / "a.tgt"),
+                               *common, "--out", str(tmp_path / "A"), "--vocab-size", "300"]).exit_code == 0
+    result = runner.invoke(cli, ["preprocess", "--src", str(tmp_path / "b.src"), "--tgt", str(tmp_path / "b.tgt"),
+                                 *common, "--out", str(tmp_path / "B"), "--tokenizers-from", str(tmp_path / "A")])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "fast.yaml").write_text(TINY.replace("learning_rate: 0.003", "learning_rate: 0.02"))
+    result = runner.invoke(cli, ["train", "--data", str(tmp_path / "A"), "--out", str(tmp_path / "runA"),
+                                 "--config", str(tmp_path / "fast.yaml"), "--max-steps", "120"])
+    assert result.exit_code == 0, result.output
+
+    import tensorflow as tf
+
+    from mt.config import Config
+    from mt.train import Trainer, init_config, load_manifest
+
+    def first_dev_loss(out, init):
+        cfg, weights = (init_config(RunFolder(tmp_path / "runA"), DataFolder(tmp_path / "B"), None, "last")
+                        if init else (Config.load(str(data / "tiny.yaml")), None))
+        trainer = Trainer(cfg, str(tmp_path / "B"), load_manifest(str(tmp_path / "B")), str(tmp_path / out),
+                          tf.distribute.OneDeviceStrategy("/cpu:0"), init_weights=weights)
+        trainer._restore()
+        return dev_loss(trainer.eval_step, trainer.dev), trainer
+
+    continued, trainer = first_dev_loss("continued", True)
+    fresh, _ = first_dev_loss("fresh", False)
+    assert continued < fresh - 0.2, (continued, fresh)
+    assert trainer.count("step") == 0  # a new run: its own step count and optimizer
+    assert int(trainer.optimizer.iterations.numpy()) == 0
+
+
+def test_init_from_a_run_of_other_vocabularies_is_a_one_line_error(data, tmp_path):
+    from mt.cli import cli
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["train", "--data", str(data / "data"), "--out", str(tmp_path / "run"), "--config",
+                               str(data / "tiny.yaml"), "--max-steps", "2"]).exit_code == 0
+    result = runner.invoke(cli, ["preprocess", "--src", str(data / "train.src"), "--tgt", str(data / "train.tgt"),
+                                 "--out", str(tmp_path / "other"), "--vocab-size", "320", "--dev-size", "5"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["train", "--data", str(tmp_path / "other"), "--out", str(tmp_path / "new"),
+                                 "--init-from", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: --init-from") and "--tokenizers-from" in message, message
