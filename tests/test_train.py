@@ -300,16 +300,7 @@ def test_an_interrupted_loop_resumes_from_its_checkpoint(data, tmp_path, monkeyp
                        tf.distribute.OneDeviceStrategy("/cpu:0"))
 
     interrupted = trainer(6)
-    advance = interrupted._advance
-
-    def advance_then_interrupt(*args):
-        advance(*args)
-        if interrupted.count("step") == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(interrupted, "_advance", advance_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.fit()
+    interrupt_at(interrupted, 3, monkeypatch)
     run = RunFolder(tmp_path / "run")
     assert run.done() is None
     position = [interrupted.count(n) for n in ("step", "epoch", "batch_in_epoch")]
@@ -326,6 +317,20 @@ def test_an_interrupted_loop_resumes_from_its_checkpoint(data, tmp_path, monkeyp
     assert run.done()["step"] == 6 and run.done()["reason"] == "max_steps"
     steps = [json.loads(line)["step"] for line in open(run.metrics_path, encoding="utf-8")]
     assert steps == [2, 4, 6, 6]  # progress lines every 2 steps (one run, then the other), the final validation
+
+
+def interrupt_at(trainer, step, monkeypatch):
+    """Run the trainer's loop until it has done `step` updates, then Ctrl-C it (its checkpoint saved)."""
+    advance = trainer._advance
+
+    def advance_then_interrupt(*args):
+        advance(*args)
+        if trainer.count("step") == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_advance", advance_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
 
 
 def weights(path):
@@ -368,16 +373,7 @@ def test_a_schedule_planned_to_steps_gives_a_resumed_run_the_rates_of_an_uninter
     assert expected[8] == pytest.approx(whole.tc.learning_rate * 1 / 8, rel=1e-6)
 
     interrupted = tiny_trainer(data, tmp_path / "parts", **settings)
-    advance = interrupted._advance
-
-    def advance_then_interrupt(*args):
-        advance(*args)
-        if interrupted.count("step") == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(interrupted, "_advance", advance_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.fit()
+    interrupt_at(interrupted, 3, monkeypatch)
     tiny_trainer(data, tmp_path / "parts", **settings).fit()
     assert logged_rates(RunFolder(tmp_path / "parts")) == pytest.approx(expected, rel=1e-6)
 
