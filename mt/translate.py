@@ -202,9 +202,8 @@ def decoding_workers(workers=None, share_cores=True):
 
     On a CPU, one batch at a time leaves cores idle: between its large matrix products a step runs many
     small operations one after another, and each product is split across every core, which costs
-    synchronization. Two batches, each with half the cores' threads, fill each other's gaps: on 2 cores,
-    decoding the Bible test books took 10-15% less time in one process, and whole `mt translate` commands
-    5% less greedily and 13% less with beam 5 (docs/design.md, "Several batches at once").
+    synchronization. Two batches, each with half the cores' threads, fill each other's gaps
+    (docs/design.md, "Several batches at once").
 
     `workers` None means the default: 2 on a CPU with at least 2 cores, 1 with a GPU (one large batch
     keeps a GPU busy). With `share_cores`, TensorFlow's threads per operation become

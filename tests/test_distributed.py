@@ -65,6 +65,7 @@ def assert_same_weights(a, b, atol):
     assert worst < atol, worst
 
 
+@pytest.mark.slow
 def test_two_cpu_replicas_compute_the_same_update_as_one(data):
     train(data, data / "one", "--strategy", "one", "--max-steps", "4")
     train(data, data / "two", "--cpu-replicas", "2", "--max-steps", "4")
@@ -114,6 +115,7 @@ def checkpoint_steps(run):
     return sorted(int(n.split("-")[1].split(".")[0]) for n in os.listdir(folder) if n.endswith(".index"))
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(data):
     run = data / "killed"
     (data / "dropout.yaml").write_text(TINY.replace("dropout: 0.0", "dropout: 0.2"))
@@ -137,6 +139,7 @@ def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(data):
     assert_same_weights(run, data / "straight", atol=1e-5)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_before_exiting(data):
     run = data / "terminated"
     process = subprocess.Popen(mt_command(data, run, "--strategy", "one", "--max-steps", "100000"),
@@ -191,6 +194,7 @@ def free_ports(n):
     return ports
 
 
+@pytest.mark.slow
 def test_two_workers_on_loopback_train_together_and_the_chief_run_translates(data, tmp_path):
     workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
     outs = [tmp_path / "chief-run", tmp_path / "worker-run"]
@@ -218,6 +222,7 @@ def test_two_workers_on_loopback_train_together_and_the_chief_run_translates(dat
     assert len(result.stdout.split("\n")) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_trains_with_finite_losses(data, precision):
     run = data / precision
@@ -243,6 +248,7 @@ def test_auto_precision_uses_bfloat16_only_where_the_cpu_has_it(tmp_path, flags,
     assert resolve_precision("mixed_float16", str(cpuinfo)) == "mixed_float16"
 
 
+@pytest.mark.slow
 def test_auto_precision_is_resolved_in_the_run_snapshot(data):
     from mt.config import Config
     from mt.distribute import resolve_precision
@@ -253,6 +259,7 @@ def test_auto_precision_is_resolved_in_the_run_snapshot(data):
     assert used == resolve_precision("auto") and used in done.stderr
 
 
+@pytest.mark.slow
 def test_a_new_run_starts_the_output_bias_at_log_unigram_frequencies(data):
     from mt.data import unigram_log_probs
     from mt.folders import DataFolder

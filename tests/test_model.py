@@ -134,6 +134,7 @@ def test_dropout_only_in_training():
     assert not np.allclose(np.asarray(model((SRC, TGT_IN), training=True)), a)
 
 
+@pytest.mark.slow
 def test_a_few_steps_fit_a_tiny_batch():
     import keras
 

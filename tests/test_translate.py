@@ -188,6 +188,7 @@ def test_a_workers_error_reaches_the_caller(model):
         t.hypotheses(sentences(12, seed=9), batch_size=3, workers=2)
 
 
+@pytest.mark.slow
 def test_workers_share_the_cores_before_tensorflow_runs():
     """In fresh processes (TensorFlow's threads can be set only before its first operation): by default
     two workers with half the cores each, or what --workers asks; inside a pipeline ("keep"), or once
