@@ -10,3 +10,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # oneDNN's CPU kernels on everywhere: TensorFlow enables them only with AVX-512, and on AVX2 CPUs they are
 # faster than its Eigen kernels too (docs/design.md); TF_ENABLE_ONEDNN_OPTS=0 chooses Eigen.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def load(run_dir, weights="best", precision="auto"):
+    """Open a run folder written by `mt train` for translation: `mt.load(RUN).translate("una frase")`.
+
+    Imports TensorFlow only when called, so that `import mt` stays fast (see mt/api.py)."""
+    from mt.api import Model
+
+    return Model.load(run_dir, weights, precision)

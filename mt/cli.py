@@ -144,6 +144,39 @@ def translate(**kwargs):
 
 
 @cli.command()
+@click.option("--model", required=True, type=click.Path(file_okay=False), help="Run folder written by train.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every "
+              "interface).")
+@click.option("--port", default=8000, show_default=True, help="Port to listen on (0: a free one, printed).")
+@click.option("--max-batch-rows", type=int, default=None, help="Rows of the search (sentences x beam size) "
+              "gathered from concurrent requests into one batch. Default: 320.")
+@click.option("--max-wait-ms", default=5.0, show_default=True, help="How long a request waits for others "
+              "with the same settings to share its batch.")
+@click.option("--max-body-bytes", default=1_000_000, show_default=True, help="Larger request bodies are "
+              "refused (413).")
+@click.option("--max-lines", default=1000, show_default=True, help="Requests with more lines are refused (413).")
+@click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Which saved weights to use.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
+              default="auto", show_default=True,
+              help="Compute precision of decoding; auto: the precision the model was trained in.")
+def serve(**kwargs):
+    """Translate over HTTP: POST /v1/translate with {"text": ...} and search settings as JSON.
+
+    \b
+    curl -s localhost:8000/v1/translate -d '{"text": ["una frase", "otra"], "beam_size": 5}'
+    GET /health (200 once the model is loaded), GET /v1/info (the model and its training).
+
+    Search settings and their defaults are those of `mt translate` (its option names with _ for -);
+    concurrent requests with the same settings are decoded in one batch. Needs pip install 'mt[serve]'.
+    SIGTERM or Ctrl-C: stop accepting, answer the requests in flight, exit.
+    """
+    from mt import serve as stage_module
+
+    return stage(stage_module.run)(**kwargs)
+
+
+@cli.command()
 @click.option("--ref", required=True, type=click.Path(dir_okay=False, allow_dash=False), help="Reference text.")
 @click.option("--hyp", required=True, multiple=True, type=click.Path(dir_okay=False),
               help="System output; repeat to compare systems with the first one (paired bootstrap "

@@ -187,6 +187,21 @@ class Translator:
                                          weights))
         return results
 
+    # -- lines of several callers in one batch (mt/serve.py) ------------------------------------------------
+
+    def hypotheses_of_pieces(self, encoded, max_length_ratio, row_ids, batch_size):
+        """`hypotheses` of source pieces already encoded (and cut), with every sentence's row id given: a
+        sentence's random draws depend on its row id, and `hypotheses` uses its index, so lines gathered
+        from several callers keep the draws each would get alone by passing their own indices."""
+        results = [[EMPTY] for _ in encoded]
+        for batch in make_batches([len(e) for e in encoded], batch_size):
+            batch = sorted(batch, key=lambda i: -len(encoded[i]))  # longest first, for the encoder
+            sources = [encoded[i] for i in batch]
+            out = self._decode_job(([row_ids[i] for i in batch], sources, max_length_ratio))
+            for i, found in zip(batch, self._unpack(out, [len(e) for e in sources])):
+                results[i] = found
+        return results
+
 
 def default_batch_size(search, beam_size, batch_type="sents", workers=1):
     """DEFAULT_ROWS rows of the search in flight, shared among the workers' batches: on a CPU one batch at

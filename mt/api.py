@@ -1,0 +1,135 @@
+"""The Python API: `mt.load(RUN)` opens a run folder, `.translate(...)` translates as `mt translate` does.
+
+    import mt
+    model = mt.load("runs/es-en")
+    model.translate("una frase")                                 # -> "a sentence"
+    model.translate(["una frase", "otra"], search="greedy")       # -> ["a sentence", "another"]
+    model.translate(["una frase"], beam_size=8, n_best=3)         # -> [["...", "...", "..."]]
+
+Keyword settings are the fields of SearchOptions, with its defaults (those of `mt translate`); the same
+settings give the same text as `mt translate` writes for the same lines. `mt serve` (mt/serve.py)
+translates through the same object.
+"""
+
+import dataclasses
+import threading
+from collections import OrderedDict
+
+from mt.errors import UserError
+from mt.search_options import DEFAULTS, SearchOptions
+
+SEARCH_FIELDS = tuple(f.name for f in dataclasses.fields(SearchOptions))
+_TYPES = {f.name: type(getattr(DEFAULTS, f.name)) for f in dataclasses.fields(SearchOptions)}
+CACHED_SEARCHES = 8  # compiled searches kept at once: each distinct setting traces its own function
+
+
+def search_options(settings):
+    """A checked SearchOptions from a mapping of setting names to values: a UserError names an unknown
+    setting, a value of the wrong type or one that SearchOptions.check refuses."""
+    unknown = sorted(set(settings) - set(SEARCH_FIELDS))
+    if unknown:
+        raise UserError(f"unknown setting(s) {', '.join(unknown)}: choose among {', '.join(SEARCH_FIELDS)}")
+    values = {}
+    for name, value in settings.items():
+        wanted = _TYPES[name]
+        # bool is an int to Python, but true as a beam size is a mistake; an int is a fine float
+        if isinstance(value, bool) or not isinstance(value, (int, float) if wanted is float else wanted):
+            raise UserError(f"{name} must be {'a number' if wanted is float else _TYPE_NAMES[wanted]}, "
+                            f"got {value!r}")
+        values[name] = float(value) if wanted is float else value
+    return SearchOptions(**values).check()
+
+
+_TYPE_NAMES = {int: "an integer", str: "a string"}
+
+
+class Model:
+    """A trained run folder ready to translate; see the module docstring."""
+
+    def __init__(self, translator, run_dir):
+        self.translator, self.run_dir = translator, str(run_dir)
+        self._translators = OrderedDict()  # search key -> Translator sharing the model and tokenizers
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, run_dir, weights="best", precision="auto"):
+        from mt.runtime import import_tensorflow_quietly
+        from mt.translate import load_translator
+
+        import_tensorflow_quietly()
+        return cls(load_translator(run_dir, weights, precision), run_dir)
+
+    def translate(self, text, batch_size=None, **settings):
+        """Translate a string (returns a string) or a list of strings (returns a list in the same order).
+        With n_best > 1 every translation becomes a list of up to n_best strings, best first."""
+        from mt.translate import _one_line
+
+        options = search_options(settings)
+        single = isinstance(text, str)
+        lines = [text] if single else list(text)
+        if not all(isinstance(line, str) for line in lines):
+            raise TypeError("translate takes a string or a list of strings")
+        found = self.hypotheses(lines, options, batch_size=batch_size)
+        texts = [[_one_line(h.text) for h in hyps] for hyps in found]
+        out = texts if options.n_best > 1 else [t[0] for t in texts]
+        return out[0] if single else out
+
+    def hypotheses(self, lines, options=DEFAULTS, scores=False, batch_size=None):
+        """For every line (stripped of surrounding whitespace, as `mt translate` reads them), its list of
+        Hypothesis, best first. `scores` asks greedy search for log-probabilities too (beam search and
+        sampling always have them)."""
+        from mt.translate import default_batch_size
+
+        if batch_size is None:
+            batch_size = default_batch_size(options.search, options.beam_size)
+        translator = self.translator_for(options, scores)
+        return translator.hypotheses([line.strip() for line in lines], batch_size, options.max_length_ratio)
+
+    def translator_for(self, options, scores=False):
+        """The Translator of these search settings, compiled once and kept among the last CACHED_SEARCHES."""
+        from mt.search import build_search
+        from mt.translate import Translator
+
+        # the length ratio is an input of the compiled search, and only greedy search skips scores
+        key = (options.replace(max_length_ratio=DEFAULTS.max_length_ratio), scores and options.search == "greedy")
+        with self._lock:
+            translator = self._translators.pop(key, None)
+            if translator is None:
+                t = self.translator
+                translator = Translator(t.model, t.src_tok, t.tgt_tok, build_search(options, scores=key[1]))
+            self._translators[key] = translator
+            while len(self._translators) > CACHED_SEARCHES:
+                self._translators.popitem(last=False)
+        return translator
+
+    def info(self):
+        """What the run folder says of the model: its settings, vocabularies, size and training records."""
+        import json
+        import os
+
+        from mt.folders import RunFolder
+
+        run = RunFolder(self.run_dir)
+        src_vocab, tgt_vocab = run.vocab_sizes()
+        info = {"model": dataclasses.asdict(run.load_config().model), "src_vocab": src_vocab, "tgt_vocab": tgt_vocab,
+                "parameters": int(self.translator.model.count_params()),
+                "search_defaults": dataclasses.asdict(DEFAULTS)}
+        step, best = None, None
+        if os.path.exists(run.metrics_path):
+            with open(run.metrics_path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        record = json.loads(line)
+                    except ValueError:  # a line cut by a crash or still being written
+                        continue
+                    step = record.get("step", step)
+                    if record.get("kind") == "dev" and record.get("best"):
+                        best = record
+        done = run.done()
+        if done is not None:
+            step = done.get("step", step)
+        info["training"] = {"step": step, "finished": None if done is None else done.get("reason"),
+                            "best_dev_step": None if best is None else best.get("step"),
+                            "dev_bleu": None if best is None else best.get("bleu"),
+                            "dev_loss": None if best is None else best.get("loss")}
+        return info
