@@ -285,12 +285,13 @@ def make_app(worker, max_body_bytes, max_lines):
 
 
 def listening_socket(host, port):
-    """A socket bound to (host, port); port 0 picks a free one."""
+    """A listening socket on (host, port); port 0 picks a free one."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(2048)  # connections wait in the backlog until the server runs, none is refused
     except OSError as error:
         raise UserError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     return sock
