@@ -44,7 +44,11 @@ _TYPE_NAMES = {int: "an integer", str: "a string"}
 
 
 class Model:
-    """A trained run folder ready to translate; see the module docstring."""
+    """A trained run folder ready to translate; see the module docstring.
+
+    Its methods are what a caller of the run needs beside the command line: `translate` now, and the
+    scores of given translations (`score(sources, targets)`) beside it once forced decoding exists, on the
+    same cached translators."""
 
     def __init__(self, translator, run_dir):
         self.translator, self.run_dir = translator, str(run_dir)
