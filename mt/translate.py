@@ -296,6 +296,10 @@ def load_translator(run_dir, weights="best", precision="auto"):
     path = run.existing_weights(weights)
     if precision == "auto":
         precision = config.train.precision
+    if precision == "auto":  # a snapshot written by hand: `mt train` records the precision it resolved
+        from mt.distribute import resolve_precision
+
+        precision = resolve_precision("auto")
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}: choose auto or one of {', '.join(PRECISIONS)}")
     previous = keras.mixed_precision.global_policy()
