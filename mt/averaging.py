@@ -60,3 +60,68 @@ class MovingAverage:
 @contextlib.contextmanager
 def nothing():
     yield
+
+
+def checkpoint_paths(run):
+    """The checkpoints a RunFolder keeps, oldest first (the prefixes tf.train reads)."""
+    import tensorflow as tf
+
+    state = tf.train.get_checkpoint_state(run.checkpoints_dir)
+    return list(state.all_model_checkpoint_paths) if state else []
+
+
+def average_checkpoints(model, paths):
+    """Load into `model` the elementwise mean of its weights in the checkpoints `paths` (as `mt train`
+    saves them: the model under the name "model"). Weights that are not floating point (a random
+    generator's state) take their value in the last checkpoint."""
+    import numpy as np
+    import tensorflow as tf
+
+    from mt.errors import UserError
+
+    sums = None
+    for path in paths:
+        status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as e:
+            raise UserError(f"{path} does not fit the run's model: {str(e).splitlines()[0]}") from None
+        values = [np.asarray(v.numpy()) for v in model.weights]
+        if sums is None:
+            dtypes = [v.dtype for v in values]
+            sums = [v.astype(np.float64) if v.dtype.kind == "f" else v for v in values]
+        else:
+            sums = [s + v if v.dtype.kind == "f" else v for s, v in zip(sums, values)]
+    for variable, total, dtype in zip(model.weights, sums, dtypes):
+        variable.assign((total / len(paths)).astype(dtype) if dtype.kind == "f" else total)
+
+
+def run(run, last, out):
+    """`mt average`: the mean of the model weights of RUN's last `last` checkpoints (all it keeps when
+    None), saved as the weights file `out`."""
+    import os
+
+    from mt.errors import UserError
+    from mt.folders import RunFolder
+    from mt.model import build_model, weights_to_be_loaded
+
+    folder = RunFolder(run)
+    if not RunFolder.is_weights_file_name(out):
+        raise UserError(f"--out {out}: a weights file name must end in {RunFolder.WEIGHTS_SUFFIX}")
+    src_vocab, tgt_vocab = folder.vocab_sizes()
+    config = folder.load_config()
+    paths = checkpoint_paths(folder)
+    if not paths:
+        raise UserError(f"{folder.path} holds no checkpoints ({folder.checkpoints_dir} is empty or missing)")
+    if last is not None and not 1 <= last <= len(paths):
+        raise UserError(f"--last {last}: {folder.path} keeps {len(paths)} checkpoint(s) (train.keep_checkpoints "
+                        f"sets how many a run keeps)")
+    chosen = paths[-last:] if last else paths
+    with weights_to_be_loaded():
+        model = build_model(config.model, src_vocab, tgt_vocab)
+    average_checkpoints(model, chosen)
+    RunFolder.save_weights_file(model, out)
+    import click
+
+    names = ", ".join(os.path.basename(p) for p in chosen)
+    click.echo(f"averaged {len(chosen)} checkpoint(s) ({names}) -> {out}", err=True)

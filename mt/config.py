@@ -67,13 +67,14 @@ class TrainConfig:
     eval_bleu_sentences: int = 200  # dev sentences translated for BLEU at each validation (0 = none)
     patience: int = 10  # validations without improvement before early stopping (0 = never stop early)
     checkpoint_every: int = 500
+    keep_checkpoints: int = 2  # the last this many checkpoints are kept: what `mt average` can average
     log_every: int = 50
     seed: int = 42
     precision: str = "float32"  # or auto: bfloat16 products where the CPU has them natively
 
     def check(self):
         for name in ("batch_tokens", "max_len", "length_multiple", "eval_every", "checkpoint_every",
-                     "log_every"):
+                     "keep_checkpoints", "log_every"):
             _positive(f"train.{name}", getattr(self, name))
         for name in ("max_steps", "max_minutes", "max_epochs", "patience", "eval_bleu_sentences"):
             if getattr(self, name) < 0:
