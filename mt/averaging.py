@@ -70,30 +70,45 @@ def checkpoint_paths(run):
     return list(state.all_model_checkpoint_paths) if state else []
 
 
-def average_checkpoints(model, paths):
-    """Load into `model` the elementwise mean of its weights in the checkpoints `paths` (as `mt train`
-    saves them: the model under the name "model"). Weights that are not floating point (a random
-    generator's state) take their value in the last checkpoint."""
-    import numpy as np
+def _restored(model, path):
+    """Restore the model weights of the checkpoint `path` into `model`.
+
+    A checkpoint of `mt train` holds the model and its optimizer, and a weight the model keeps in a list
+    (the recurrent cells) is saved under the optimizer's list of the variables it updates, not under the
+    model: the model is restored here through an optimizer of the same structure, a plain Adam or one
+    wrapped for loss scaling (mixed_float16), whichever the checkpoint holds."""
+    import keras
     import tensorflow as tf
 
     from mt.errors import UserError
 
-    sums = None
-    for path in paths:
-        status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
+    failure = None
+    for loss_scaling in (False, True):
+        optimizer = keras.optimizers.Adam()
+        if loss_scaling:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        status = tf.train.Checkpoint(model=model, optimizer=optimizer).restore(path).expect_partial()
         try:
             status.assert_existing_objects_matched()
+            return
         except AssertionError as e:
-            raise UserError(f"{path} does not fit the run's model: {str(e).splitlines()[0]}") from None
-        values = [np.asarray(v.numpy()) for v in model.weights]
-        if sums is None:
-            dtypes = [v.dtype for v in values]
-            sums = [v.astype(np.float64) if v.dtype.kind == "f" else v for v in values]
-        else:
-            sums = [s + v if v.dtype.kind == "f" else v for s, v in zip(sums, values)]
-    for variable, total, dtype in zip(model.weights, sums, dtypes):
-        variable.assign((total / len(paths)).astype(dtype) if dtype.kind == "f" else total)
+            failure = failure or e
+    raise UserError(f"{path} does not hold this run's model ({str(failure).splitlines()[0][:200]})")
+
+
+def average_checkpoints(model, paths):
+    """Load into `model` the elementwise mean of its weights in the checkpoints `paths` of `mt train`.
+    Weights that are not floating point (a random generator's state) keep their value."""
+    import numpy as np
+
+    sums = None
+    for path in paths:
+        _restored(model, path)
+        values = [np.asarray(v.numpy()) for v in model.trainable_weights]
+        sums = [v.astype(np.float64) for v in values] if sums is None else [s + v for s, v in zip(sums, values)]
+    for variable, total in zip(model.trainable_weights, sums):
+        variable.assign((total / len(paths)).astype(np.asarray(variable.numpy()).dtype))
 
 
 def run(run, last, out):

@@ -492,3 +492,104 @@ def test_search_options_check_names_the_option(changes, message):
         SearchOptions(**changes).check()
     assert str(error.value).startswith(message)
     assert SearchOptions().check() == SearchOptions()
+
+
+# -- ensembles, scoring and averaging on the command line -----------------------------------------------------
+
+
+def copy_run(run_dir, tmp_path, name="copy", tgt_vocab=None):
+    """A copy of the run folder (its weights, tokenizers and records); with `tgt_vocab`, data.json claims that
+    target vocabulary size."""
+    import shutil
+
+    copy = tmp_path / name
+    shutil.copytree(run_dir, copy)
+    if tgt_vocab is not None:
+        info = json.loads((copy / "data.json").read_text())
+        info["tgt_vocab"] = tgt_vocab
+        (copy / "data.json").write_text(json.dumps(info))
+    return copy
+
+
+def test_translate_with_an_ensemble_of_run_folders(run_dir, tmp_path):
+    source = str(run_dir / "input.txt")
+    single = mt("translate", source, "--model", str(run_dir), "--search", "greedy")
+    twice = mt("translate", source, "--model", str(run_dir), "--model", str(copy_run(run_dir, tmp_path)),
+               "--search", "greedy")
+    assert single.exit_code == 0 and twice.exit_code == 0 and twice.stdout == single.stdout
+    wider = copy_run(run_dir, tmp_path, "wider", tgt_vocab=1000)
+    result = mt("translate", source, "--model", str(run_dir), "--model", str(wider))
+    assert result.exit_code == 1 and "one target vocabulary" in result.stderr and "1000" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = mt("translate", source, "--model", str(run_dir), "--model", str(run_dir), "--weights", "best",
+                "--weights", "last", "--weights", "best")
+    assert result.exit_code == 1 and "3 --weights for 2 --model" in result.stderr
+
+
+def test_score_command(run_dir, tmp_path):
+    src, tgt = tmp_path / "src.txt", tmp_path / "tgt.txt"
+    src.write_text("kat hund maus\n\nbaum haus see vogel\nfisch\n", encoding="utf-8")
+    greedy = mt("translate", str(src), "--model", str(run_dir), "--search", "greedy")
+    tgt.write_text(greedy.stdout, encoding="utf-8")
+    plain = mt("score", "--model", str(run_dir), "--src", str(src), "--tgt", str(tgt))
+    detailed = mt("score", "--model", str(run_dir), "--src", str(src), "--tgt", str(tgt), "--per-token",
+                  "--batch-size", "1")
+    assert plain.exit_code == 0 and detailed.exit_code == 0, plain.stderr + detailed.stderr
+    rows = [line.split("\t") for line in detailed.stdout.splitlines()]
+    assert [r[:2] for r in rows] == [line.split("\t") for line in plain.stdout.splitlines()]
+    assert len(rows) == 4 and rows[1] == ["0.0000", "0", ""]
+    for total, count, pieces in (rows[0], rows[2], rows[3]):
+        pieces = [float(x) for x in pieces.split()]
+        assert len(pieces) == int(count) >= 1 and all(p <= 0 for p in pieces)
+        assert sum(pieces) == pytest.approx(float(total), abs=5e-4)
+    ensemble = mt("score", "--model", str(run_dir), "--model", str(run_dir), "--src", str(src), "--tgt", str(tgt))
+    assert ensemble.exit_code == 0 and ensemble.stdout == plain.stdout
+    tgt.write_text("kat\nhund\n", encoding="utf-8")
+    result = mt("score", "--model", str(run_dir), "--src", str(src), "--tgt", str(tgt))
+    assert result.exit_code == 1 and "--src has 4 lines and --tgt 2" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_average_the_last_checkpoints_of_a_run(run_dir, tmp_path):
+    import keras
+
+    from mt.folders import RunFolder
+
+    run = copy_run(run_dir, tmp_path)
+    folder = RunFolder(run)
+    config = Config.load(folder.config_path)
+    m = build_model(config.model, *folder.vocab_sizes())
+    optimizer = keras.optimizers.Adam()  # as in training, which saves the model and its optimizer
+    optimizer.build(m.trainable_variables)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=m, optimizer=optimizer), folder.checkpoints_dir,
+                                         5)
+    rng = np.random.default_rng(3)
+    saved = []
+    for step in (10, 20, 30):
+        values = [rng.standard_normal(w.shape).astype(w.dtype) if w.dtype.kind == "f" else w
+                  for w in m.get_weights()]
+        m.set_weights(values)
+        manager.save(checkpoint_number=step)
+        saved.append(values)
+    out = tmp_path / "averaged.weights.h5"
+    result = mt("average", str(run), "--last", "2", "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    averaged = build_model(config.model, *folder.vocab_sizes())
+    averaged.load_weights(str(out))
+    for got, a, b in zip(averaged.get_weights(), saved[1], saved[2]):
+        if got.dtype.kind == "f":
+            np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6, atol=1e-7)
+    everything = tmp_path / "all.weights.h5"
+    assert mt("average", str(run), "--out", str(everything)).exit_code == 0
+    averaged.load_weights(str(everything))
+    np.testing.assert_allclose(averaged.get_weights()[0], sum(s[0] for s in saved) / 3, rtol=1e-6, atol=1e-7)
+    for args, message in ((["--last", "4"], "--last 4: "), (["--last", "0"], "--last 0: ")):
+        result = mt("average", str(run), *args, "--out", str(out))
+        assert result.exit_code == 1 and message in result.stderr and "keeps 3 checkpoint(s)" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    result = mt("average", str(run), "--out", str(tmp_path / "averaged.h5"))
+    assert result.exit_code == 1 and "must end in" in result.stderr
+    translated = mt("translate", str(run / "input.txt"), "--model", str(run), "--weights", str(out))
+    assert translated.exit_code == 0 and translated.stdout.count("\n") == 4
+    missing = mt("translate", str(run / "input.txt"), "--model", str(run), "--weights", str(tmp_path / "no.weights.h5"))
+    assert missing.exit_code == 1 and "not found" in missing.stderr
