@@ -31,6 +31,8 @@ class ModelConfig:
     dec_layers: int = 1
     attention: str = "general"  # Luong: general | dot | none (no attention: a plain encoder-decoder)
     input_feeding: bool = True
+    # the target embedding is also the output matrix, after a projection of the decoder's output to emb_dim
+    tie_embeddings: bool = False
     dropout: float = 0.2
 
     def check(self):
