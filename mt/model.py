@@ -245,8 +245,9 @@ class DecoderState(NamedTuple):
 class TiedOutput(keras.layers.Layer):
     """The output layer of a decoder whose target embedding is also its output matrix (model.tie_embeddings):
     a projection [H, E] of the decoder's output to the embedding size, then the target embedding
-    transposed [E, V], and a bias [V]. The projection lets dec_units differ from emb_dim (Press and Wolf,
-    2017); the decoder multiplies by its weights itself (see Decoder._logits)."""
+    transposed [E, V], and a bias [V]. The projection lets dec_units differ from emb_dim, which tying alone
+    (Press and Wolf, 2017) would require equal; the decoder multiplies by these weights itself (see
+    Decoder._logits)."""
 
     def __init__(self, units, emb_dim, vocab_size, **kwargs):
         super().__init__(**kwargs)
