@@ -18,6 +18,10 @@ peak as on the training.
 A variant ending in `/untapped` differentiates the attention through the decoder's time loop, as autodiff
 does, instead of handing its gradients out through taps (`mt.model.attention_taps`):
     python benchmarks/train_speed.py --data work/bible/data --variants float32/untapped,float32 --rounds 6
+
+A variant ending in `/loop` runs teacher forcing step by step even for a model without input feeding,
+where it otherwise runs the attention over all steps at once (`Seq2Seq.parallel_teacher_forcing`):
+    python benchmarks/train_speed.py --data work/bible/data --config unfed.yaml --variants float32/loop,float32
 """
 
 import argparse
@@ -92,8 +96,8 @@ class Variant:
 
         name_only, _, option = name.partition("/")
         precision, _, replicas = name_only.partition("@")
-        if option not in ("", "untapped"):
-            raise SystemExit(f"unknown variant option /{option} (known: /untapped)")
+        if option not in ("", "untapped", "loop"):
+            raise SystemExit(f"unknown variant option /{option} (known: /untapped, /loop)")
         devices = [f"/cpu:{i}" for i in range(int(replicas or 1))]
         if replicas:
             strategy = tf.distribute.MirroredStrategy(devices)
@@ -107,20 +111,24 @@ class Variant:
                                strategy)
         if option == "untapped":  # the attention's gradients by autodiff through the loop (model.attention_taps)
             self.trainer.model.attention_taps = False
+        if option == "loop":  # without input feeding, the step loop rather than the parallel attention
+            self.trainer.model.parallel_teacher_forcing = False
         dataset = self.trainer._distributed_dataset(0, 0)
         self.step = tf.function(self.trainer._train_step,
-                                input_signature=[dataset.element_spec, tf.TensorSpec([], tf.float32)])
+                                input_signature=[dataset.element_spec, tf.TensorSpec([], tf.float32),
+                                                 tf.TensorSpec([], tf.float32)])
         iterator = iter(dataset)
         self.batches = [next(iterator) for _ in range(args.batches)]
         self.tokens = 0.0
         self.flag = tf.constant(0.0)
+        self.rate = tf.constant(cfg.train.learning_rate, tf.float32)  # a constant rate: speed does not depend on it
         for batch in self.batches[:2]:  # trace and warm up
-            self.step(batch, self.flag)
+            self.step(batch, self.flag, self.rate)
 
     def time_round(self):
         start, tokens = time.perf_counter(), 0.0
         for batch in self.batches:
-            _, batch_tokens, _, _ = self.step(batch, self.flag)
+            _, batch_tokens, _, _ = self.step(batch, self.flag, self.rate)
             tokens += float(batch_tokens)
         self.tokens = tokens  # target tokens in one round (the same every round)
         return tokens / (time.perf_counter() - start)

@@ -10,6 +10,7 @@ import click
 
 from mt import __version__
 from mt.errors import UserError
+from mt.folders import RunFolder
 from mt.runtime import import_tensorflow_quietly
 from mt.search_options import search_options
 
@@ -44,6 +45,9 @@ def cli():
     mt preprocess --src train.es --tgt train.en --out DATA
     mt train --data DATA --out RUN
     mt translate input.txt --model RUN -o out.txt
+    mt translate input.txt --model RUN_A --model RUN_B -o out.txt    (ensemble)
+    mt score --model RUN --src test.es --tgt test.en
+    mt average RUN --last 5 --out RUN/averaged.weights.h5
     mt evaluate --ref ref.txt --hyp out.txt
     mt pipeline run pipelines/quickstart.yaml
     """
@@ -83,6 +87,11 @@ def preprocess(**kwargs):
     return stage(stage_module.run, tensorflow=False)(**kwargs)
 
 
+_PRECISION = click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
+                          default="auto", show_default=True,
+                          help="Compute precision of decoding; auto: the precision each model was trained in.")
+
+
 @cli.command()
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Prepared data folder.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (created, or "
@@ -114,9 +123,18 @@ def train(**kwargs):
     return stage(stage_module.run)(**kwargs)
 
 
+_MODELS = click.option("--model", required=True, multiple=True, type=click.Path(file_okay=False),
+                       help="Run folder written by train; repeat it for an ensemble (the models' log-probabilities "
+                       "averaged at every step; they need the same tokenizers).")
+_WEIGHTS_OF_MODELS = click.option(
+    "--weights", multiple=True, default=("best",), show_default=True,
+    help="Which saved weights: best, last, or a path to a weights file (as `mt average` writes); once for "
+    "every --model, or once per --model in their order.")
+
+
 @cli.command()
 @click.argument("input", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--model", required=True, type=click.Path(file_okay=False), help="Run folder written by train.")
+@_MODELS
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (default: stdout).")
 @search_options
 @click.option("--batch-size", type=int, default=None, help="Sentences (or source pieces, see --batch-type) "
@@ -128,11 +146,8 @@ def train(**kwargs):
 @click.option("--workers", type=int, default=None,
               help="Batches decoded at once, the CPU cores shared among them. Default: 2 on a CPU with 2 or "
               "more cores, 1 on a GPU or inside `mt pipeline`.")
-@click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True,
-              help="Which saved weights to use.")
-@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
-              default="auto", show_default=True,
-              help="Compute precision of decoding; auto: the precision the model was trained in.")
+@_WEIGHTS_OF_MODELS
+@_PRECISION
 def translate(**kwargs):
     """Translate INPUT ('-' for stdin), one output line per input line.
 
@@ -172,6 +187,50 @@ def serve(**kwargs):
     SIGTERM or Ctrl-C: stop accepting, answer the requests in flight, exit.
     """
     from mt import serve as stage_module
+
+    return stage(stage_module.run)(**kwargs)
+
+
+@cli.command()
+@_MODELS
+@click.option("--src", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="Source text, one sentence a line ('-' for stdin).")
+@click.option("--tgt", required=True, type=click.Path(dir_okay=False),
+              help="Target text to score, aligned with --src.")
+@click.option("--per-token", is_flag=True, help="Also write the log-probability of every target piece.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (default: stdout).")
+@click.option("--batch-size", type=int, default=64, show_default=True,
+              help="Pairs (or source pieces, see --batch-type) scored together.")
+@click.option("--batch-type", type=click.Choice(["sents", "tokens"]), default="sents", show_default=True,
+              help="What --batch-size counts: sentences, or source pieces including padding.")
+@_WEIGHTS_OF_MODELS
+@_PRECISION
+def score(**kwargs):
+    """Score target sentences under the model: forced decoding, one line per pair.
+
+    Each line holds the total log-probability of the target's pieces (EOS included), the number of those
+    pieces, and with --per-token the log-probability of each, tab-separated (the pieces' scores
+    space-separated): exactly the scores a search assigns to that output. A pair with an empty source
+    line scores 0 over 0 pieces.
+    """
+    from mt import scoring as stage_module
+
+    return stage(stage_module.run)(**kwargs)
+
+
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--last", type=int, default=None, help="Average the last N checkpoints (default: all the run "
+              "keeps, train.keep_checkpoints).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help=f"Weights file to write; its name must end in {RunFolder.WEIGHTS_SUFFIX}. Translate with it: "
+              "mt translate --model RUN --weights OUT.")
+def average(**kwargs):
+    """Average the model weights of the last checkpoints of RUN into one weights file.
+
+    The mean of the weights saved at the last few checkpoints is often a better model than any of them.
+    """
+    from mt import averaging as stage_module
 
     return stage(stage_module.run)(**kwargs)
 

@@ -31,6 +31,8 @@ class ModelConfig:
     dec_layers: int = 1
     attention: str = "general"  # Luong: general | dot | none (no attention: a plain encoder-decoder)
     input_feeding: bool = True
+    # the target embedding is also the output matrix, after a projection of the decoder's output to emb_dim
+    tie_embeddings: bool = False
     dropout: float = 0.2
 
     def check(self):
@@ -68,13 +70,14 @@ class TrainConfig:
     eval_bleu_sentences: int = 200  # dev sentences translated for BLEU at each validation (0 = none)
     patience: int = 10  # validations without improvement before early stopping (0 = never stop early)
     checkpoint_every: int = 500
+    keep_checkpoints: int = 2  # the last this many checkpoints are kept: what `mt average` can average
     log_every: int = 50
     seed: int = 42
     precision: str = "auto"  # bfloat16 products where the CPU has them natively, else float32
 
     def check(self):
         for name in ("batch_tokens", "max_len", "length_multiple", "eval_every", "checkpoint_every",
-                     "log_every", "accumulate"):
+                     "keep_checkpoints", "log_every", "accumulate"):
             _positive(f"train.{name}", getattr(self, name))
         for name in ("max_steps", "max_minutes", "max_epochs", "patience", "eval_bleu_sentences"):
             if getattr(self, name) < 0:

@@ -276,21 +276,39 @@ class RunFolder:
     # -- weights and tokenizers -----------------------------------------------------------------------
 
     def existing_weights(self, name="best"):
-        """The weights file `name`, or the other one when it does not exist yet; a UserError without any."""
+        """The weights file `name`, or the other one when it does not exist yet; a UserError without any.
+
+        `name` may also be the path of a weights file (one `mt average` wrote), used as it is."""
+        if self.is_weights_file_name(name):
+            if not os.path.isfile(name):
+                raise UserError(f"weights file {name} not found")
+            return name
         if name not in self.WEIGHT_NAMES:
-            raise UserError(f"unknown weights {name!r}: choose one of {', '.join(self.WEIGHT_NAMES)}")
+            raise UserError(f"unknown weights {name!r}: choose one of {', '.join(self.WEIGHT_NAMES)} or a "
+                            f"path to a {self.WEIGHTS_SUFFIX} file")
         for candidate in (name, *[n for n in self.WEIGHT_NAMES if n != name]):
             if os.path.exists(self.weights_path(candidate)):
                 return self.weights_path(candidate)
         raise UserError(f"{self.path} holds no weights yet ({self.WEIGHTS}/{name}{self.WEIGHTS_SUFFIX}): let training "
                         "reach its first validation")
 
+    @classmethod
+    def is_weights_file_name(cls, name):
+        """`name` names a weights file (it ends in the suffix Keras needs), not one of WEIGHT_NAMES."""
+        return str(name).endswith(cls.WEIGHTS_SUFFIX)
+
     def save_weights(self, model, name):
         """Save the model's weights as `name`, atomically and durably."""
-        path = self.weights_path(name)
         os.makedirs(self.weights_dir, exist_ok=True)
+        self.save_weights_file(model, self.weights_path(name))
+
+    @classmethod
+    def save_weights_file(cls, model, path):
+        """Save the model's weights to `path` (a name ending in WEIGHTS_SUFFIX), atomically and durably."""
+        if not cls.is_weights_file_name(path):
+            raise UserError(f"{path}: a weights file name must end in {cls.WEIGHTS_SUFFIX}")
         with atomic_path(path) as tmp:
-            staged = tmp + self.WEIGHTS_SUFFIX  # a temporary name Keras accepts, in the same folder
+            staged = tmp + cls.WEIGHTS_SUFFIX  # a temporary name Keras accepts, in the same folder
             try:
                 model.save_weights(staged)
                 os.replace(staged, tmp)

@@ -5,7 +5,10 @@
     Seq2Seq.call((src, tgt_in))        -> logits [batch, time, vocab]   teacher forcing, used by training
 
 `Encoder` and `Decoder` are the two layers of `Seq2Seq`. Training and decoding share `Decoder._step`, so
-what is trained is exactly what is searched.
+what is trained is exactly what is searched. Without input feeding (model.input_feeding: false) a step's
+attention does not feed the next step, and teacher forcing computes the same outputs faster: the
+recurrence over all steps first, then the attention over all steps at once. With model.tie_embeddings the
+output layer multiplies by the target embedding (after a projection of the decoder's output to emb_dim).
 
 Precision: under a mixed policy (mixed_bfloat16 / mixed_float16) the matrix products run in the compute
 dtype, while gates, cell states, attention softmax and logits stay in float32.
@@ -239,6 +242,21 @@ class DecoderState(NamedTuple):
     source: tuple  # an AttentionMemory, or () for a model without attention (an empty nest, unlike None)
 
 
+class TiedOutput(keras.layers.Layer):
+    """The output layer of a decoder whose target embedding is also its output matrix (model.tie_embeddings):
+    a projection [H, E] of the decoder's output to the embedding size, then the target embedding
+    transposed [E, V], and a bias [V]. The projection lets dec_units differ from emb_dim, which tying alone
+    (Press and Wolf, 2017) would require equal; the decoder multiplies by these weights itself (see
+    Decoder._logits)."""
+
+    def __init__(self, units, emb_dim, vocab_size, **kwargs):
+        super().__init__(**kwargs)
+        self.projection = self.add_weight(name="projection", shape=(units, emb_dim),
+                                          initializer=init("glorot_uniform"), autocast=False)
+        self.bias = self.add_weight(name="bias", shape=(vocab_size,), initializer="zeros", autocast=False)
+        self.built = True
+
+
 class Decoder(keras.layers.Layer):
     """Target embeddings, recurrent cells started from the encoder's final states through a bridge, Luong
     attention with input feeding, and the output layer; dropout on the embeddings, between layers and on
@@ -248,7 +266,8 @@ class Decoder(keras.layers.Layer):
         step_function(weights)               -> step(ids, state) -> (logits, state, attention or None)
         teacher_forcing(state, tgt_in, ...)  -> outputs [B, T, H] before the output layer
 
-    Training and decoding share `_step`, so what is trained is exactly what is searched.
+    Training and decoding share `_step`, so what is trained is exactly what is searched; without input
+    feeding, training computes the same outputs layer by layer instead (`_parallel_teacher_forcing`).
     """
 
     def __init__(self, config: ModelConfig, vocab_size, **kwargs):
@@ -276,9 +295,13 @@ class Decoder(keras.layers.Layer):
             self.feed_kernel = self.add_weight(name="feed_kernel", initializer=init("glorot_uniform"),
                                                shape=(c.dec_units, self.cells[0].gates * c.dec_units),
                                                autocast=False)
-        self.output_layer = keras.layers.Dense(vocab_size, name="output",
-                                               kernel_initializer=init("glorot_uniform"))
-        self.output_layer.build((None, c.dec_units))  # used through its kernel and bias (see _logits)
+        self.tied = c.tie_embeddings
+        if self.tied:
+            self.output_layer = TiedOutput(c.dec_units, c.emb_dim, vocab_size, name="output")
+        else:
+            self.output_layer = keras.layers.Dense(vocab_size, name="output",
+                                                   kernel_initializer=init("glorot_uniform"))
+            self.output_layer.build((None, c.dec_units))  # used through its kernel and bias (see _logits)
         self.seed_gen = keras.random.SeedGenerator(1234, name="dropout_seed")
 
     def create_weights(self):
@@ -374,8 +397,16 @@ class Decoder(keras.layers.Layer):
         loop, so the loop does not cast the weights again at every token (see `step_function`)."""
         weights = self._loop_weights()
         weights["input"] = self.cells[0].widened(self.cells[0].kernel)
-        weights["output"] = self.cells[0].widened(self.output_layer.kernel)
+        weights["output"] = self._output_kernels(self.cells[0].widened)
         return weights
+
+    def _output_kernels(self, cast):
+        """The kernels of the output layer, each through `cast` (to the compute dtype, maybe widened): the
+        kernel [H, V], or with tied embeddings the projection [H, E] and the target embedding transposed
+        [E, V]."""
+        if self.tied:
+            return (cast(self.output_layer.projection), cast(tf.transpose(self.embedding.embeddings)))
+        return (cast(self.output_layer.kernel),)
 
     def step_function(self, weights=None):
         """One search step `step(ids, state) -> (logits, state, attention or None)` (the protocol of
@@ -391,20 +422,21 @@ class Decoder(keras.layers.Layer):
 
         return step
 
-    def _logits(self, x, kernel):
-        """Outputs [..., H] -> float32 logits [..., V], the product in the kernel's dtype. (Inside `call`
-        under a mixed policy Keras reads the bias in the compute dtype; elsewhere it is float32.) `kernel`
-        may come from `widen`."""
-        x = tf.cast(x, kernel.dtype)
-        product = matmul(x, kernel, self.vocab_size) if x.shape.rank == 2 else project(x, kernel,
-                                                                                       self.vocab_size)
+    def _logits(self, x, kernels):
+        """Outputs [..., H] -> float32 logits [..., V], the products in the kernels' dtype. (Inside `call`
+        under a mixed policy Keras reads the bias in the compute dtype; elsewhere it is float32.) `kernels`
+        come from `_output_kernels`, maybe widened."""
+        widths = (self.config.emb_dim, self.vocab_size) if self.tied else (self.vocab_size,)
+        product = tf.cast(x, kernels[0].dtype)
+        for kernel, n in zip(kernels, widths):
+            product = matmul(product, kernel, n) if x.shape.rank == 2 else project(product, kernel, n)
         # bias_add right on a float32 product: the graph optimizer fuses the two into one kernel, which
         # adds the bias as it writes the product instead of passing over [rows, vocabulary] again
         return tf.nn.bias_add(tf.cast(product, tf.float32), tf.cast(self.output_layer.bias, tf.float32))
 
     def output_logits(self, x):
         """Outputs [..., H] -> float32 logits [..., V]."""
-        return self._logits(x, self.cells[0]._cast(self.output_layer.kernel))
+        return self._logits(x, self._output_kernels(self.cells[0]._cast))
 
     # -- teacher forcing ------------------------------------------------------------------------------
 
@@ -416,15 +448,18 @@ class Decoder(keras.layers.Layer):
         keep = [keras.random.uniform(shape, seed=self.seed_gen) >= rate for _ in self.cells]
         return [tf.cast(k, tf.float32) / (1.0 - rate) for k in keep]
 
-    def teacher_forcing(self, state, tgt_in, training=False, taps=True):
+    def teacher_forcing(self, state, tgt_in, training=False, taps=True, parallel=True):
         """From the initial DecoderState, the outputs [B, T, H] before the output layer for the target
         inputs tgt_in [B, T]. `taps`: hand the attention's gradients out of the loop through
-        `attention_taps`."""
+        `attention_taps`. `parallel`: without input feeding, run the attention after the recurrence, over
+        all steps at once (see `_parallel_teacher_forcing`)."""
         tapped = self.attention and taps
         emb = self.dropout(self.embedding(tgt_in), training=training)
         xw = tf.transpose(self.cells[0].project(emb), [1, 0, 2])
         steps = tf.shape(tgt_in)[1]
         masks = self._dropout_masks(steps, tf.shape(tgt_in)[0], training)
+        if parallel and not self.feeding:
+            return self._parallel_teacher_forcing(state, xw, masks)
         used = [i for i, m in enumerate(masks) if m is not None]
         weights = self._loop_weights()
         tap_tensors, outputs = ((), {})
@@ -450,6 +485,36 @@ class Decoder(keras.layers.Layer):
             outputs.update(query=states[0][-1][0], alignment=states[2])
         return tf.transpose(states[1], [1, 0, 2])
 
+    def _parallel_teacher_forcing(self, state, xw, masks):
+        """Teacher forcing without input feeding: the same outputs as the loop of `_step`, computed layer
+        by layer. A step's attention then depends on nothing later in the loop, so only the recurrence runs
+        step by step (each layer over all steps in turn), and the attention and its output layer run once
+        over all steps, as batched matrix products whose gradients need no taps.
+
+        xw [T, B, G*H] is the first layer's projected input, `masks` the dropout masks of `_dropout_masks`.
+        The products over all steps use the plain kernels (see `widen`); the recurrence the widened ones."""
+        weights = self._loop_weights()
+        x = None
+        for i, cell in enumerate(self.cells):
+            if i > 0:
+                xw = cell.project(x if masks[i] is None else x * masks[i])
+            recurrent = weights["recurrent"][i]
+            states = tf.scan(lambda s, x_t, cell=cell, recurrent=recurrent: tuple(cell.step(x_t, s, recurrent)),
+                             xw, initializer=tuple(state.cells[i]))
+            x = states[0]  # [T, B, H], the layer's output at every step
+        x = tf.transpose(x, [1, 0, 2])
+        if self.attention:
+            keys, memory = state.source.keys, state.source.memory
+            low = tf.cast(x, keys.dtype)
+            scores = tf.cast(tf.matmul(low, keys, transpose_b=True), tf.float32) + state.source.bias[:, None, :]
+            alignment = tf.nn.softmax(scores, axis=-1)  # [B, T, S]
+            context = tf.matmul(tf.cast(alignment, low.dtype), memory)
+            both = tf.concat([context, low], axis=-1)
+            x = tf.tanh(tf.cast(project(both, self.cells[0]._cast(self.attn_out.kernel)), tf.float32))
+        if masks[0] is not None:
+            x = x * tf.transpose(masks[0], [1, 0, 2])
+        return x
+
 
 class Seq2Seq(keras.Model):
     """Bidirectional recurrent encoder, recurrent decoder with Luong attention and input feeding.
@@ -461,6 +526,7 @@ class Seq2Seq(keras.Model):
     """
 
     attention_taps = True  # teacher forcing hands the attention's gradients out through taps (see there)
+    parallel_teacher_forcing = True  # without input feeding, the attention runs over all steps at once
 
     def __init__(self, config: ModelConfig, src_vocab, tgt_vocab, **kwargs):
         super().__init__(**kwargs)
@@ -525,7 +591,7 @@ class Seq2Seq(keras.Model):
         """Teacher forcing: src [B, S], tgt_in [B, T] -> the decoder's outputs [B, T, H] before the output
         layer (training computes the logits of the real target positions only, see Trainer._loss_sums)."""
         return self.decoder.teacher_forcing(self.encode(src, training=training), tgt_in, training,
-                                            taps=self.attention_taps)
+                                            taps=self.attention_taps, parallel=self.parallel_teacher_forcing)
 
 
 def attention_taps(keys, memory, steps):

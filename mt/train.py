@@ -192,7 +192,7 @@ class Trainer:
         extra = self.average.checkpointed() if self.average else {}
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, rng=rng,
                                               **self.counters.checkpointed(), **extra)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.own.checkpoints_dir, 2)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.own.checkpoints_dir, self.tc.keep_checkpoints)
         spec = [tf.TensorSpec([None, None], tf.int32)] * 3
         self.eval_step = tf.function(self._eval_step, input_signature=spec, autograph=False)
         self.validator = Validator(self.model, self.eval_step, self.dev, self.counters.best,

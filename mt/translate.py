@@ -46,11 +46,17 @@ EMPTY = Hypothesis("", [], 0.0, 0.0, True)
 
 
 class Translator:
-    """A trained model, its tokenizers and a search, ready to translate lists of sentences."""
+    """A trained model (or an ensemble), its tokenizers and a search, ready to translate lists of sentences.
+
+    `model` is a Seq2Seq, an `mt.ensemble.Ensemble`, or a list of models, which become an Ensemble."""
 
     def __init__(self, model, src_tokenizer, tgt_tokenizer, search=None):
         from mt.search import GreedySearch
 
+        if isinstance(model, (list, tuple)):
+            from mt.ensemble import Ensemble
+
+            model = Ensemble(model) if len(model) > 1 else model[0]
         self.model, self.src_tok, self.tgt_tok = model, src_tokenizer, tgt_tokenizer
         self.search = search if search is not None else GreedySearch()
 
@@ -279,18 +285,55 @@ def _maybe_progress(items, show, label, length=None):
 
 
 def load_translator(run_dir, weights="best", precision="auto"):
-    """Open a run folder written by `mt train`: its config, tokenizers and weights.
+    """Open a run folder written by `mt train`: its config, tokenizers and weights; or several, as an
+    ensemble.
 
-    `precision` is the compute precision of decoding: "auto" decodes in the precision the model was
-    trained in (a mixed_bfloat16 model runs its matrix products in bfloat16, as in training), or one of
-    float32, mixed_bfloat16, mixed_float16."""
+    `run_dir` is a run folder or a list of them (an ensemble of their models, which need the same
+    tokenizers). `weights` is best, last or a weights file (`mt average` writes one), for every model, or a
+    list of those, one per run folder. `precision` is the compute precision of decoding: "auto" decodes in
+    the precision each model was trained in (a mixed_bfloat16 model runs its matrix products in bfloat16,
+    as in training), or one of float32, mixed_bfloat16, mixed_float16."""
+    from mt.folders import RunFolder
+
+    runs = [run_dir] if isinstance(run_dir, (str, bytes)) or not hasattr(run_dir, "__iter__") else list(run_dir)
+    if not runs:
+        raise UserError("no --model given")
+    choices = [weights] if isinstance(weights, str) else list(weights)
+    if len(choices) == 1:
+        choices = choices * len(runs)
+    if len(choices) != len(runs):
+        raise UserError(f"{len(choices)} --weights for {len(runs)} --model: give one for all, or one per model")
+    folders = [RunFolder(path) for path in runs]
+    tgt_sizes = [folder.vocab_sizes()[1] for folder in folders]
+    for folder, size in zip(folders[1:], tgt_sizes[1:]):
+        if size != tgt_sizes[0]:
+            raise UserError(f"an ensemble needs one target vocabulary: {folders[0].path} has {tgt_sizes[0]} "
+                            f"target pieces, {folder.path} {size}")
+    for folder in folders[1:]:
+        for side in ("src", "tgt"):
+            if _file_bytes(folder.tokenizer_path(side)) != _file_bytes(folders[0].tokenizer_path(side)):
+                raise UserError(f"an ensemble needs the same tokenizers: {folders[0].tokenizer_path(side)} and "
+                                f"{folder.tokenizer_path(side)} differ")
+    models = [load_model(folder, choice, precision) for folder, choice in zip(folders, choices)]
+    return Translator(models, *folders[0].tokenizers())
+
+
+def _file_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def load_model(run, weights="best", precision="auto"):
+    """The model of a RunFolder with the weights `weights` (best, last or a weights file), built in the
+    compute precision `precision` (see load_translator)."""
     import keras
 
     from mt.config import PRECISIONS
-    from mt.folders import RunFolder
     from mt.model import build_model, weights_to_be_loaded
 
-    run = RunFolder(run_dir)
     src_vocab, tgt_vocab = run.vocab_sizes()
     config = run.load_config()
     path = run.existing_weights(weights)
@@ -309,8 +352,11 @@ def load_translator(run_dir, weights="best", precision="auto"):
             model = build_model(config.model, src_vocab, tgt_vocab)
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    model.load_weights(path)
-    return Translator(model, *run.tokenizers())
+    try:
+        model.load_weights(path)
+    except ValueError as e:
+        raise UserError(f"{path} does not fit the model of {run.path}: {str(e).splitlines()[0]}") from None
+    return model
 
 
 def read_source(path):

@@ -22,7 +22,8 @@ train: {batch_tokens: 400, learning_rate: 0.01, eval_every: 10, eval_bleu_senten
 
 
 def test_help_imports_neither_tensorflow_nor_matplotlib():
-    commands = [[c, "--help"] for c in ("preprocess", "train", "translate", "evaluate", "serve")]
+    commands = [[c, "--help"] for c in ("preprocess", "train", "translate", "score", "average", "evaluate",
+                                        "serve")]
     commands += [["inspect", c, "--help"] for c in ("attention", "cells", "curves")] + [["pipeline", "run", "--help"]]
     code = ("import sys; from click.testing import CliRunner; from mt.cli import cli; "
             f"r = [CliRunner().invoke(cli, c) for c in {commands!r}]; "
@@ -156,3 +157,33 @@ def test_translate_decodes_in_the_training_precision_unless_told(tiny_run, tmp_p
                                       "mixed_bfloat16"], input="ka rali miba.\nkem dadan mibati.\n")
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 2
+
+
+def test_average_the_checkpoints_of_a_trained_run(tiny_run, tmp_path):
+    """The run keeps its last 2 checkpoints (train.keep_checkpoints); a recurrent cell's kernel, which a
+    checkpoint holds under the optimizer's variables, is averaged too."""
+    import numpy as np
+    import tensorflow as tf
+
+    from mt.averaging import checkpoint_paths
+    from mt.model import build_model
+
+    run = RunFolder(tiny_run / "run")
+    paths = checkpoint_paths(run)
+    assert len(paths) == 2
+    out = tmp_path / ("averaged" + RunFolder.WEIGHTS_SUFFIX)
+    result = CliRunner().invoke(cli, ["average", run.path, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    model = build_model(run.load_config().model, *run.vocab_sizes())
+    model.load_weights(str(out))
+    index = [v.path for v in model.trainable_variables].index("fw_0/kernel")
+    key = f"optimizer/_trainable_variables/{index}/.ATTRIBUTES/VARIABLE_VALUE"
+    kept = [tf.train.load_checkpoint(p).get_tensor(key) for p in paths]
+    assert np.abs(kept[0] - kept[1]).max() > 0
+    np.testing.assert_allclose(model.encoder.layers_fw[0].kernel.numpy(), (kept[0] + kept[1]) / 2, rtol=1e-6,
+                               atol=1e-7)
+    result = CliRunner().invoke(cli, ["translate", "-", "--model", run.path, "--weights", str(out)],
+                                input="ka rali miba.\n")
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 1, result.output
+    result = CliRunner().invoke(cli, ["average", run.path, "--last", "3", "--out", str(out)])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "keeps 2 checkpoint(s)" in result.output

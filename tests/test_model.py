@@ -179,3 +179,105 @@ def test_the_decoder_is_a_layer_of_the_model():
     assert model.output_layer.bias.shape == (24,)
     own = {id(v) for v in model.decoder.weights}
     assert own and own | {id(v) for v in model.encoder.weights} == {id(v) for v in model.weights}
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("attention, layers", [("general", 2), ("dot", 1), ("none", 2)])
+def test_teacher_forcing_without_input_feeding_runs_in_parallel_and_gives_the_loops_outputs_and_gradients(
+        cell, attention, layers):
+    model = tiny(cell=cell, attention=attention, input_feeding=False, dec_layers=layers, dropout=0.0)
+    weights = tf.random.stateless_normal([2, TGT_IN.shape[1], 24], seed=[3, 4])
+
+    def run(parallel):
+        model.parallel_teacher_forcing = parallel
+        with tf.GradientTape() as tape:
+            logits = model((SRC, TGT_IN), training=True)
+            loss = tf.reduce_sum(logits * weights)
+        return logits.numpy(), tape.gradient(loss, model.trainable_variables)
+
+    fast, fast_grads = run(True)
+    loop, loop_grads = run(False)
+    np.testing.assert_allclose(fast, loop, atol=1e-5)
+    for variable, a, b in zip(model.trainable_variables, fast_grads, loop_grads):
+        assert (a is None) == (b is None), variable.path
+        if a is not None:
+            a, b = tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy()
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(b).max()), err_msg=variable.path)
+    # the search's step gives the outputs of teacher forcing
+    model.parallel_teacher_forcing = True
+    state, steps = model.encode(SRC), []
+    for t in range(TGT_IN.shape[1]):
+        step_logits, state, _ = model.decode_step(TGT_IN[:, t], state)
+        steps.append(np.asarray(step_logits))
+    np.testing.assert_allclose(np.stack(steps, 1), np.asarray(model((SRC, TGT_IN))), atol=1e-5)
+
+
+def test_the_parallel_path_keeps_dropout_where_the_loop_has_it():
+    model = tiny(input_feeding=False, dropout=0.3)
+    seeds = [v.numpy() for v in model.non_trainable_variables]  # the dropout layers' random states
+    results = []
+    for parallel in (True, False):
+        model.parallel_teacher_forcing = parallel
+        for variable, value in zip(model.non_trainable_variables, seeds):  # the same masks for both
+            variable.assign(value)
+        results.append(np.asarray(model((SRC, TGT_IN), training=True)))
+    np.testing.assert_allclose(results[0], results[1], atol=1e-5)
+    assert not np.allclose(results[0], np.asarray(model((SRC, TGT_IN))))
+
+
+def test_tied_embeddings_share_the_target_embedding_with_the_output_layer(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)  # initial weights that do not depend on the tests run before
+    untied, tied = tiny(dropout=0.0, emb_dim=16), tiny(dropout=0.0, emb_dim=16, tie_embeddings=True)
+    assert tied.count_params() == untied.count_params() - 12 * 24 + 12 * 16  # [H, V] -> [H, E]
+    assert tied.output_layer.bias.shape == (24,) and tied.output_layer.projection.shape == (12, 16)
+    # logits are the projected output times the target embedding transposed, plus the bias
+    hidden = tied.decoder_outputs(SRC, TGT_IN)
+    expected = (tf.matmul(tf.matmul(hidden, tied.output_layer.projection), tied.tgt_embedding.embeddings,
+                          transpose_b=True) + tied.output_layer.bias)
+    np.testing.assert_allclose(np.asarray(tied((SRC, TGT_IN))), expected.numpy(), atol=1e-5)
+    state, steps = tied.encode(SRC), []
+    for t in range(TGT_IN.shape[1]):
+        step_logits, state, _ = tied.decode_step(TGT_IN[:, t], state)
+        steps.append(np.asarray(step_logits))
+    np.testing.assert_allclose(np.stack(steps, 1), expected.numpy(), atol=1e-5)
+    # it trains: the embedding gets the gradients of both its uses
+    tgt_out = np.array([[5, 6, 7, 3], [8, 3, 0, 0]], np.int32)
+    opt = keras.optimizers.Adam(0.02)
+
+    @tf.function
+    def loss_fn():
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tgt_out, logits=tied((SRC, TGT_IN), training=True))
+        mask = tf.cast(tgt_out != 0, tf.float32)
+        return tf.reduce_sum(nll * mask) / tf.reduce_sum(mask)
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        opt.apply(tape.gradient(loss, tied.trainable_variables), tied.trainable_variables)
+
+    first = float(loss_fn())
+    for _ in range(200):
+        train_step()
+    assert float(loss_fn()) < 0.1 * first
+    # it saves and loads; untied weights files keep their layout
+    path = str(tmp_path / "tied.weights.h5")
+    tied.save_weights(path)
+    again = tiny(dropout=0.0, emb_dim=16, tie_embeddings=True)
+    again.load_weights(path)
+    np.testing.assert_allclose(np.asarray(again((SRC, TGT_IN))), np.asarray(tied((SRC, TGT_IN))), atol=1e-6)
+    plain = str(tmp_path / "untied.weights.h5")
+    untied.save_weights(plain)
+    with h5py_file(plain) as f:
+        assert "decoder/output_layer/vars/0" in f and "decoder/output_layer/vars/1" in f
+    copy = tiny(dropout=0.0, emb_dim=16)
+    copy.load_weights(plain)
+    np.testing.assert_allclose(np.asarray(copy((SRC, TGT_IN))), np.asarray(untied((SRC, TGT_IN))), atol=1e-6)
+
+
+def h5py_file(path):
+    import h5py
+
+    return h5py.File(path, "r")

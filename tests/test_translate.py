@@ -9,6 +9,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from mt.config import Config, ModelConfig
+from mt.ensemble import Ensemble
 from mt.errors import UserError
 from mt.model import build_model
 from mt.search import BeamSearch, GreedySearch, SamplingSearch
@@ -69,9 +70,25 @@ def translator(model, search):
     return Translator(model, Pieces(), Pieces(), search)
 
 
+@pytest.fixture(scope="module")
+def other(model):
+    """A second model of the same shapes: the trained model's weights, each perturbed by 20% noise."""
+    m = build_model(model.config, SRC_VOCAB, TGT_VOCAB)
+    rng = np.random.default_rng(1)
+    m.set_weights([w * (1.0 + 0.2 * rng.standard_normal(w.shape)).astype(w.dtype) if w.dtype.kind == "f" else w
+                   for w in model.get_weights()])
+    return m
+
+
 def teacher_forced(model, source, outputs):
-    """The model's log-probability of every output (piece ids, EOS included if it has one), in one batch."""
+    """The model's log-probability of every output (piece ids, EOS included if it has one), in one batch;
+    for an ensemble, forced decoding through its search step."""
     src = tf.ragged.constant([[int(w) for w in source.split()]] * len(outputs)).to_tensor()
+    if isinstance(model, Ensemble):
+        from mt.scoring import forced_log_probs
+
+        scores = forced_log_probs(model, src, tf.ragged.constant(outputs).to_tensor()).numpy()
+        return [float(scores[i, :len(o)].sum()) for i, o in enumerate(outputs)]
     tgt_in = tf.ragged.constant([[BOS] + o[:-1] for o in outputs]).to_tensor()
     tgt_out = tf.ragged.constant(outputs).to_tensor()
     logp = tf.nn.log_softmax(model((src, tgt_in))).numpy()
@@ -128,13 +145,16 @@ def first_difference(a, b):
                                   lambda m: BeamSearch(4, 0.6, stop="exact"),
                                   lambda m: SamplingSearch(top_p=0.9, seed=11)],
                          ids=["greedy", "beam", "sample"])
-def test_a_sentences_output_does_not_depend_on_its_batch(model, make):
+@pytest.mark.parametrize("ensemble", [False, True], ids=["model", "ensemble"])
+def test_a_sentences_output_does_not_depend_on_its_batch(model, other, make, ensemble):
     """Batch sizes 1, 7 and 64 put a sentence among different neighbours and padding. Outputs may differ
     only where rounding decides a near-tie: then the two outputs score the same to within 1e-4 at the
     first piece where they part (greedy and sampling) or overall (beam). (A beam that parted on a near-tie
     in pruning, with final scores apart, would fail here and need a closer look; none does on this input,
     where no output differs at all.)"""
     lines = sentences(70, seed=4, longest=20)
+    if ensemble:
+        model = Ensemble([model, other])
     t = translator(model, make(model))
     runs = [t.hypotheses(lines, batch_size=size) for size in (1, 7, 64)]
     for i, line in enumerate(lines):
@@ -171,6 +191,68 @@ def test_workers_decode_batches_at_once_with_the_same_results_in_input_order(mod
                 if x.attention is not None:
                     np.testing.assert_array_equal(x.attention, y.attention)
     assert t._decode.experimental_get_tracing_count() == 1  # traced once, not once per worker thread
+
+
+@pytest.mark.parametrize("make", [lambda: GreedySearch(), lambda: BeamSearch(4, 0.6, n_best=2),
+                                  lambda: SamplingSearch(top_p=0.9, seed=11)], ids=["greedy", "beam", "sample"])
+def test_an_ensemble_of_a_model_with_itself_decodes_as_the_model(model, make):
+    lines = sentences(40, seed=12, longest=15)
+    alone = translator(model, make()).hypotheses(lines)
+    twice = Translator([model, model], Pieces(), Pieces(), make()).hypotheses(lines)
+    assert isinstance(Translator([model, model], Pieces(), Pieces()).model, Ensemble)
+    for a, b in zip(alone, twice, strict=True):
+        assert [h.ids for h in a] == [h.ids for h in b]
+        np.testing.assert_allclose([h.log_prob for h in a], [h.log_prob for h in b], atol=1e-4)
+        np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=1e-4)
+
+
+def test_an_ensemble_averages_the_models_log_probabilities_and_attentions(model, other):
+    from mt.data import pad_sources
+
+    src = pad_sources(Pieces().encode(sentences(6, seed=13)))
+    src = src[np.argsort(-(src != 0).sum(1), kind="stable")]
+    ensemble = Ensemble([model, other])
+    ids = tf.fill([len(src)], BOS)
+    logits, states, attention = ensemble.step_function()(ids, ensemble.encode(src))
+    singles = [m.step_function()(ids, m.encode(src)) for m in (model, other)]
+    mean = sum(tf.nn.log_softmax(s[0]).numpy() for s in singles) / 2
+    np.testing.assert_allclose(logits.numpy(), mean, atol=1e-6)
+    np.testing.assert_allclose(attention.numpy(), (singles[0][2].numpy() + singles[1][2].numpy()) / 2, atol=1e-6)
+    assert len(states) == 2
+    plain = build_model(ModelConfig(emb_dim=8, enc_units=6, dec_units=12, attention="none"), SRC_VOCAB, TGT_VOCAB)
+    mixed = Ensemble([model, plain])
+    assert not mixed.attention and mixed.step_function()(ids, mixed.encode(src))[2] is None
+
+
+def test_an_ensemble_needs_one_target_vocabulary(model):
+    wider = build_model(ModelConfig(emb_dim=8, enc_units=6, dec_units=12), SRC_VOCAB, TGT_VOCAB + 6)
+    with pytest.raises(UserError, match=f"one target vocabulary: one has {TGT_VOCAB} pieces, another "
+                                        f"{TGT_VOCAB + 6}"):
+        Ensemble([model, wider])
+
+
+@pytest.mark.parametrize("ensemble", [False, True], ids=["model", "ensemble"])
+def test_forced_decoding_gives_the_searchs_scores(model, other, ensemble):
+    from mt.scoring import Scorer
+
+    lines = sentences(50, seed=14, longest=15)
+    lines[5] = ""
+    t = translator(Ensemble([model, other]) if ensemble else model, GreedySearch())
+    found = [h[0] for h in t.hypotheses(lines, batch_size=16)]
+    scored = Scorer(t).score(lines, [h.text for h in found], batch_size=7)
+    assert len(scored) == len(lines) and len(scored[5]) == 0
+    compared = 0
+    for h, pieces in zip(found, scored):
+        if h.complete and h.ids:  # a cut output has no EOS, which forced decoding adds
+            assert len(pieces) == len(h.ids) + 1
+            assert float(pieces.sum()) == pytest.approx(h.log_prob, abs=1e-4)
+            compared += 1
+    assert compared > 30
+    by_tokens = Scorer(t).score(lines, [h.text for h in found], batch_size=40, batch_type="tokens")
+    for a, b in zip(scored, by_tokens, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    with pytest.raises(UserError, match="50 source lines and 49 target lines"):
+        Scorer(t).score(lines, [h.text for h in found][:49])
 
 
 def test_a_workers_error_reaches_the_caller(model):
@@ -411,3 +493,104 @@ def test_search_options_check_names_the_option(changes, message):
         SearchOptions(**changes).check()
     assert str(error.value).startswith(message)
     assert SearchOptions().check() == SearchOptions()
+
+
+# -- ensembles, scoring and averaging on the command line -----------------------------------------------------
+
+
+def copy_run(run_dir, tmp_path, name="copy", tgt_vocab=None):
+    """A copy of the run folder (its weights, tokenizers and records); with `tgt_vocab`, data.json claims that
+    target vocabulary size."""
+    import shutil
+
+    copy = tmp_path / name
+    shutil.copytree(run_dir, copy)
+    if tgt_vocab is not None:
+        info = json.loads((copy / "data.json").read_text())
+        info["tgt_vocab"] = tgt_vocab
+        (copy / "data.json").write_text(json.dumps(info))
+    return copy
+
+
+def test_translate_with_an_ensemble_of_run_folders(run_dir, tmp_path):
+    source = str(run_dir / "input.txt")
+    single = mt("translate", source, "--model", str(run_dir), "--search", "greedy")
+    twice = mt("translate", source, "--model", str(run_dir), "--model", str(copy_run(run_dir, tmp_path)),
+               "--search", "greedy")
+    assert single.exit_code == 0 and twice.exit_code == 0 and twice.stdout == single.stdout
+    wider = copy_run(run_dir, tmp_path, "wider", tgt_vocab=1000)
+    result = mt("translate", source, "--model", str(run_dir), "--model", str(wider))
+    assert result.exit_code == 1 and "one target vocabulary" in result.stderr and "1000" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = mt("translate", source, "--model", str(run_dir), "--model", str(run_dir), "--weights", "best",
+                "--weights", "last", "--weights", "best")
+    assert result.exit_code == 1 and "3 --weights for 2 --model" in result.stderr
+
+
+def test_score_command(run_dir, tmp_path):
+    src, tgt = tmp_path / "src.txt", tmp_path / "tgt.txt"
+    src.write_text("kat hund maus\n\nbaum haus see vogel\nfisch\n", encoding="utf-8")
+    greedy = mt("translate", str(src), "--model", str(run_dir), "--search", "greedy")
+    tgt.write_text(greedy.stdout, encoding="utf-8")
+    plain = mt("score", "--model", str(run_dir), "--src", str(src), "--tgt", str(tgt))
+    detailed = mt("score", "--model", str(run_dir), "--src", str(src), "--tgt", str(tgt), "--per-token",
+                  "--batch-size", "1")
+    assert plain.exit_code == 0 and detailed.exit_code == 0, plain.stderr + detailed.stderr
+    rows = [line.split("\t") for line in detailed.stdout.splitlines()]
+    assert [r[:2] for r in rows] == [line.split("\t") for line in plain.stdout.splitlines()]
+    assert len(rows) == 4 and rows[1] == ["0.0000", "0", ""]
+    for total, count, pieces in (rows[0], rows[2], rows[3]):
+        pieces = [float(x) for x in pieces.split()]
+        assert len(pieces) == int(count) >= 1 and all(p <= 0 for p in pieces)
+        assert sum(pieces) == pytest.approx(float(total), abs=5e-4)
+    ensemble = mt("score", "--model", str(run_dir), "--model", str(run_dir), "--src", str(src), "--tgt", str(tgt))
+    assert ensemble.exit_code == 0 and ensemble.stdout == plain.stdout
+    tgt.write_text("kat\nhund\n", encoding="utf-8")
+    result = mt("score", "--model", str(run_dir), "--src", str(src), "--tgt", str(tgt))
+    assert result.exit_code == 1 and "--src has 4 lines and --tgt 2" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_average_the_last_checkpoints_of_a_run(run_dir, tmp_path):
+    import keras
+
+    from mt.folders import RunFolder
+
+    run = copy_run(run_dir, tmp_path)
+    folder = RunFolder(run)
+    config = Config.load(folder.config_path)
+    m = build_model(config.model, *folder.vocab_sizes())
+    optimizer = keras.optimizers.Adam()  # as in training, which saves the model and its optimizer
+    optimizer.build(m.trainable_variables)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=m, optimizer=optimizer), folder.checkpoints_dir,
+                                         5)
+    rng = np.random.default_rng(3)
+    saved = []
+    for step in (10, 20, 30):
+        values = [rng.standard_normal(w.shape).astype(w.dtype) if w.dtype.kind == "f" else w
+                  for w in m.get_weights()]
+        m.set_weights(values)
+        manager.save(checkpoint_number=step)
+        saved.append(values)
+    out = tmp_path / "averaged.weights.h5"
+    result = mt("average", str(run), "--last", "2", "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    averaged = build_model(config.model, *folder.vocab_sizes())
+    averaged.load_weights(str(out))
+    for got, a, b in zip(averaged.get_weights(), saved[1], saved[2]):
+        if got.dtype.kind == "f":
+            np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6, atol=1e-7)
+    everything = tmp_path / "all.weights.h5"
+    assert mt("average", str(run), "--out", str(everything)).exit_code == 0
+    averaged.load_weights(str(everything))
+    np.testing.assert_allclose(averaged.get_weights()[0], sum(s[0] for s in saved) / 3, rtol=1e-6, atol=1e-7)
+    for args, message in ((["--last", "4"], "--last 4: "), (["--last", "0"], "--last 0: ")):
+        result = mt("average", str(run), *args, "--out", str(out))
+        assert result.exit_code == 1 and message in result.stderr and "keeps 3 checkpoint(s)" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    result = mt("average", str(run), "--out", str(tmp_path / "averaged.h5"))
+    assert result.exit_code == 1 and "must end in" in result.stderr
+    translated = mt("translate", str(run / "input.txt"), "--model", str(run), "--weights", str(out))
+    assert translated.exit_code == 0 and translated.stdout.count("\n") == 4
+    missing = mt("translate", str(run / "input.txt"), "--model", str(run), "--weights", str(tmp_path / "no.weights.h5"))
+    assert missing.exit_code == 1 and "not found" in missing.stderr
