@@ -46,14 +46,14 @@ _TYPE_NAMES = {int: "an integer", str: "a string"}
 class Model:
     """A trained run folder ready to translate; see the module docstring.
 
-    Its methods are what a caller of the run needs beside the command line: `translate` now, and the
-    scores of given translations (`score(sources, targets)`) beside it once forced decoding exists, on the
-    same cached translators."""
+    Its methods are what a caller of the run needs beside the command line: `translate`, and `score`, the
+    model's log-probabilities of given translations (the forced decoding of `mt score`)."""
 
     def __init__(self, translator, run_dir):
         self.translator, self.run_dir = translator, str(run_dir)
         self._translators = OrderedDict()  # search key -> Translator sharing the model and tokenizers
         self._lock = threading.Lock()
+        self._scorer = None  # built at the first `score`
 
     @classmethod
     def load(cls, run_dir, weights="best", precision="auto"):
@@ -76,6 +76,23 @@ class Model:
         found = self.hypotheses(lines, options, batch_size=batch_size)
         texts = [[_one_line(h.text) for h in hyps] for hyps in found]
         out = texts if options.n_best > 1 else [t[0] for t in texts]
+        return out[0] if single else out
+
+    def score(self, sources, targets, per_token=False, batch_size=64):
+        """The log-probability under the model of each target given its source (a string each, or two
+        aligned lists): the sum over the target's pieces, EOS included, as a search scores that output;
+        with `per_token`, the list of the pieces' log-probabilities instead."""
+        from mt.scoring import Scorer
+
+        single = isinstance(sources, str)
+        if single != isinstance(targets, str):
+            raise TypeError("score takes two strings or two lists of strings")
+        sources, targets = ([sources], [targets]) if single else (list(sources), list(targets))
+        with self._lock:
+            if self._scorer is None:
+                self._scorer = Scorer(self.translator)
+        found = self._scorer.score([s.strip() for s in sources], [t.strip() for t in targets], batch_size)
+        out = [[float(x) for x in pieces] if per_token else float(sum(float(x) for x in pieces)) for pieces in found]
         return out[0] if single else out
 
     def hypotheses(self, lines, options=DEFAULTS, scores=False, batch_size=None):

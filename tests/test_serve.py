@@ -191,6 +191,24 @@ def test_the_api_translates_as_translate_does(run_dir):
         model.translate("kat", beam=3)
 
 
+def test_the_api_scores_as_score_does(run_dir, tmp_path):
+    import mt
+
+    model = mt.load(str(run_dir))
+    source = lines(5, seed=2)
+    targets = model.translate(source, search="greedy")
+    (tmp_path / "s").write_text("\n".join(source) + "\n", encoding="utf-8")
+    (tmp_path / "t").write_text("\n".join(targets) + "\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "mt.cli", "score", "--model", str(run_dir), "--src",
+                           str(tmp_path / "s"), "--tgt", str(tmp_path / "t")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert done.returncode == 0, done.stderr
+    totals = [float(line.split("\t")[0]) for line in done.stdout.splitlines()]
+    assert model.score(source, targets) == pytest.approx(totals, abs=1e-4)
+    per_token = model.score(source[0], targets[0], per_token=True)
+    assert sum(per_token) == pytest.approx(totals[0], abs=1e-4) and all(x <= 0 for x in per_token)
+
+
 # -- the server ------------------------------------------------------------------------------------------
 
 
