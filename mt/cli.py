@@ -98,6 +98,8 @@ def preprocess(**kwargs):
               "mixed_bfloat16 where the CPU has bfloat16 products in hardware (AVX-512 BF16, AMX) and no "
               "GPU is used, else float32.")
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints (overrides the config).")
+@click.option("--restart", is_flag=True, help="Start a new run in --out, discarding the checkpoints, weights and "
+              "metrics of the run it holds (needed to train it again on other data or with other settings).")
 def train(**kwargs):
     """Train an encoder-decoder with attention on a prepared data folder."""
     from mt import train as stage_module

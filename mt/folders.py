@@ -16,8 +16,10 @@ JSON, read with one-line errors naming the file, and written atomically and dura
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import shutil
 import socket
 
 from mt.atomic import atomic_path, write_json
@@ -120,6 +122,20 @@ class DataFolder:
         """The cleaned dev text of `side`, or None when the manifest lists none."""
         names = self.manifest().get("dev_text")
         return self.file(names[side]) if names else None
+
+    def fingerprint(self):
+        """A hash of the manifest and the tokenizers: what a run trained on this folder depends on. Any
+        rerun of `mt preprocess` with another corpus or other settings changes it."""
+        digest = hashlib.sha256()
+        for path in (self.manifest_path, *(self.tokenizer_path(side) for side in SIDES)):
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError as e:
+                raise UserError(f"cannot read {path}: {e.strerror or e}; run `mt preprocess` again") from None
+            digest.update(len(data).to_bytes(8, "little"))
+            digest.update(data)
+        return digest.hexdigest()
 
     def new_dev_text_path(self, side):
         return self.file(self.DEV_TEXT[side])
@@ -239,6 +255,15 @@ class RunFolder:
     def write_done(self, info):
         write_json(self.done_path, info)
 
+    def clear(self):
+        """Remove everything a run wrote (records, tokenizers, weights, checkpoints, logs), so that the
+        folder starts a new run; the lock file stays, since its holder is the caller."""
+        for name in (self.CONFIG, self.DATA_INFO, self.DONE, self.METRICS, *self.TOKENIZERS.values()):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.file(name))
+        for name in (self.WEIGHTS, self.CHECKPOINTS, self.TENSORBOARD):
+            shutil.rmtree(self.file(name), ignore_errors=True)
+
     def has_config(self):
         return os.path.isfile(self.config_path)
 
@@ -285,18 +310,41 @@ class RunFolder:
         raise UserError(f"{self.path} holds no weights yet ({self.WEIGHTS}/{name}{self.WEIGHTS_SUFFIX}): let training "
                         "reach its first validation")
 
-    def save_weights(self, model, name):
-        """Save the model's weights as `name`, atomically and durably."""
+    SCORE_ATTRIBUTE = "mt_validation_score"
+
+    def save_weights(self, model, name, score=None):
+        """Save the model's weights as `name`, atomically and durably; `score` (the validation score of
+        these weights) is kept inside the same file, so weights and score never disagree."""
         path = self.weights_path(name)
         os.makedirs(self.weights_dir, exist_ok=True)
         with atomic_path(path) as tmp:
             staged = tmp + self.WEIGHTS_SUFFIX  # a temporary name Keras accepts, in the same folder
             try:
                 model.save_weights(staged)
+                if score is not None:
+                    import h5py
+
+                    with h5py.File(staged, "a") as f:
+                        f.attrs[self.SCORE_ATTRIBUTE] = float(score)
                 os.replace(staged, tmp)
             finally:
                 if os.path.exists(staged):
                     os.remove(staged)
+
+    def weights_score(self, name="best"):
+        """The validation score recorded in the weights file `name`, or None (no file, no score, or a file
+        that cannot be read)."""
+        path = self.weights_path(name)
+        if not os.path.exists(path):
+            return None
+        try:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                value = f.attrs.get(self.SCORE_ATTRIBUTE)
+        except (OSError, ValueError):
+            return None
+        return None if value is None else float(value)
 
     def copy_tokenizers(self, data_folder, missing_only=False):
         """Copy the data folder's tokenizers in (replacing any older copy, or with `missing_only` only
