@@ -185,6 +185,7 @@ class RunFolder:
     WEIGHT_NAMES = ("best", "last")
     WEIGHTS_SUFFIX = ".weights.h5"  # Keras saves weights only under a name with this ending
     LOCK = ".lock"
+    CHECKPOINT_STATE = "checkpoint"  # in checkpoints/: tf.train.CheckpointManager's list of checkpoints
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -211,6 +212,10 @@ class RunFolder:
     @property
     def checkpoints_dir(self):
         return self.file(self.CHECKPOINTS)
+
+    @property
+    def checkpoint_state_path(self):
+        return os.path.join(self.checkpoints_dir, self.CHECKPOINT_STATE)
 
     @property
     def tensorboard_dir(self):

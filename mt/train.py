@@ -222,6 +222,7 @@ class Trainer:
         extra = self.average.checkpointed() if self.average else {}
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, rng=rng,
                                               **self.counters.checkpointed(), **extra)
+        self._drop_damaged_state_file()
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.own.checkpoints_dir, 2)
         spec = [tf.TensorSpec([None, None], tf.int32)] * 3
         self.eval_step = tf.function(self._eval_step, input_signature=spec, autograph=False)
@@ -261,6 +262,19 @@ class Trainer:
         return ([os.path.join(self.run.checkpoints_dir, f"ckpt-{step}") for step in steps],
                 any(n.startswith("ckpt-") for n in names))
 
+    def _drop_damaged_state_file(self):
+        """Remove a `checkpoints/checkpoint` state file that cannot be read: the checkpoints themselves say
+        which exist (see _checkpoints), and the next save writes a new state file."""
+        import tensorflow as tf
+
+        try:
+            tf.train.get_checkpoint_state(self.own.checkpoints_dir)
+        except (tf.errors.OpError, UnicodeDecodeError, ValueError) as e:
+            path = self.own.checkpoint_state_path
+            self.log.say(f"warning: {path} cannot be read ({str(e).splitlines()[0][:120]}); it is rebuilt from "
+                         "the checkpoint files")
+            os.remove(path)
+
     def _restore(self):
         import tensorflow as tf
 
@@ -276,7 +290,7 @@ class Trainer:
             except (AssertionError, ValueError) as e:
                 raise UserError(f"{path} does not hold this model's weights ({str(e).splitlines()[0][:200]}): "
                                 "it was written by another model or version; train into a new --out") from None
-            except tf.errors.OpError as e:  # a truncated or missing file: try the one before
+            except (tf.errors.OpError, IndexError, OSError) as e:  # a truncated or missing file: try the one before
                 damaged.append((path, str(e).splitlines()[0][:200]))
                 continue
             if damaged:
