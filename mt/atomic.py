@@ -71,3 +71,18 @@ def write_json(path, obj):
 def write_bytes(path, data):
     with atomic_open(path, "wb") as f:
         f.write(data)
+
+
+def check_writable_folder(folder, what):
+    """Create `folder` if needed and make sure a file can be written in it, before any long work whose
+    result would otherwise be lost: a UserError naming the folder otherwise."""
+    from mt.errors import UserError
+
+    folder = os.path.abspath(os.fspath(folder))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".mt-write-check.", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"cannot write {what} in {folder}: {e.strerror or e}; choose a writable place") from None

@@ -4,6 +4,7 @@ TensorFlow is imported only inside the stages, so `mt --help` answers at once.
 """
 
 import functools
+import os
 import sys
 
 import click
@@ -31,6 +32,16 @@ def stage(fn, tensorflow=True):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            # the reader of stdout has gone (`mt translate ... | head -1`): end quietly, and keep Python
+            # from reporting the failed flush of stdout at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(0)
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"error: {where}{e.strerror or e}", err=True)
+            sys.exit(1)
 
     return wrapper
 

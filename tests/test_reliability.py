@@ -336,3 +336,76 @@ def test_sigterm_during_the_final_validation_lets_the_run_finish(data, tmp_path,
     trainer.fit()
     assert RunFolder(tmp_path / "run").done()["step"] == 3 and checkpoint_steps(tmp_path / "run") == [3]
     assert signal.getsignal(signal.SIGTERM) == previous
+
+
+# -- 9. outputs: streamed, checked first, one-line errors -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def model_run(data):
+    out = data / "translating"
+    assert train_cli(data, out, "--max-steps", "2").exit_code == 0
+    lines = [line for line in (data / "train.src").read_text(encoding="utf-8").splitlines()] * 20
+    (data / "many.src").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+def test_translate_refuses_an_unwritable_output_or_its_own_input_before_decoding(data, model_run, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    line = one_error_line(CliRunner().invoke(cli, ["translate", str(data / "dev.src"), "--model", str(model_run),
+                                                   "-o", str(tmp_path / "a-file" / "out.txt")]))
+    assert "cannot write the translation" in line and "a-file" in line
+    copy = tmp_path / "in.txt"
+    copy.write_text("ka rali miba.\n")
+    line = one_error_line(CliRunner().invoke(cli, ["translate", str(copy), "--model", str(model_run), "-o",
+                                                   str(copy)]))
+    assert "is the input file" in line and copy.read_text() == "ka rali miba.\n"
+
+
+def test_translate_streams_lines_in_input_order_as_batches_finish(data, model_run):
+    from mt.translate import load_translator
+
+    translator = load_translator(str(model_run))
+    lines = ["ka rali miba.", "", "kem dadan mibati.", "ka rali.", ""]
+    seen = []
+    for index, hyps in translator.iter_hypotheses(lines, batch_size=1):
+        seen.append(index)
+    assert seen == list(range(len(lines)))
+    stream = translator.iter_hypotheses(lines, batch_size=1)
+    assert next(stream)[0] == 0  # the first line comes before the last batch is decoded
+    assert translator.hypotheses(lines, batch_size=2) == [h for _, h in translator.iter_hypotheses(lines)]
+
+
+def test_translate_into_a_closed_pipe_ends_quietly(data, model_run):
+    command = (f"{sys.executable} -m mt.cli translate {data / 'many.src'} --model {model_run} --batch-size 16 "
+               "| head -1")
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=300)
+    assert len(done.stdout.splitlines()) == 1
+    assert "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr[-2000:]
+
+
+def test_a_full_disk_is_one_error_line_and_leaves_no_partial_output(data, model_run, tmp_path):
+    disk = tmp_path / "small"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        with open(disk / "filler", "wb", buffering=0) as f:  # fill the disk: the check passes, the output does not fit
+            with pytest.raises(OSError):
+                for _ in range(64):
+                    f.write(b"x" * 4096)
+        done = subprocess.run([sys.executable, "-m", "mt.cli", "translate", str(data / "many.src"), "--model",
+                               str(model_run), "-o", str(disk / "out.txt")], capture_output=True, text=True,
+                              timeout=600)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and lines[-1].startswith("error: cannot write"), done.stderr[-2000:]
+        assert "Traceback" not in done.stderr and os.listdir(disk) == ["filler"]
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_preprocess_checks_its_out_folder_before_reading_the_corpus(data, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    result = CliRunner().invoke(cli, ["preprocess", "--src", str(data / "train.src"), "--tgt",
+                                      str(data / "train.tgt"), "--out", str(tmp_path / "a-file" / "data")])
+    line = one_error_line(result)
+    assert "cannot write the prepared data folder" in line and "reading" not in result.output
