@@ -74,14 +74,19 @@ def write_bytes(path, data):
 
 
 def check_writable_folder(folder, what):
-    """Create `folder` if needed and make sure a file can be written in it, before any long work whose
-    result would otherwise be lost: a UserError naming the folder otherwise."""
+    """Make sure files can be written in `folder` (or, while it does not exist, created in its nearest
+    existing parent), before any long work whose result would otherwise be lost; a UserError naming the
+    folder otherwise. Nothing is left behind."""
     from mt.errors import UserError
 
     folder = os.path.abspath(os.fspath(folder))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".mt-write-check.", dir=folder)
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(20, "Not a directory", existing)
+        fd, probe = tempfile.mkstemp(prefix=".mt-write-check.", dir=existing)
         os.close(fd)
         os.remove(probe)
     except OSError as e:

@@ -474,9 +474,15 @@ class Trainer:
                 for batch, (epoch, number, _) in ([] if reason else zip(dataset, positions)):
                     rate = self._rate(self.count("step") + 1)
                     flags = tf.constant([float(self._time_is_up()), float(self.stop_requested)])
-                    loss_sum, tokens, flags, norm, finite = step_fn(batch, flags, tf.constant(rate, tf.float32),
-                                                                    tf.constant(epoch, tf.int64),
-                                                                    tf.constant(number, tf.int64))
+                    try:
+                        loss_sum, tokens, flags, norm, finite = step_fn(
+                            batch, flags, tf.constant(rate, tf.float32), tf.constant(epoch, tf.int64),
+                            tf.constant(number, tf.int64))
+                    except (tf.errors.UnavailableError, tf.errors.CancelledError,
+                            tf.errors.DeadlineExceededError) as e:
+                        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                            self._worker_lost(e)
+                        raise
                     if not bool(finite):
                         self._diverged(float(loss_sum) / max(float(tokens), 1.0), float(norm), rate)
                     self._advance(epoch, number, float(loss_sum), float(tokens), float(norm), rate)
@@ -495,6 +501,9 @@ class Trainer:
                 finally:
                     for s, handler in held.items():
                         signal.signal(s, handler)
+                from mt.distribute import remove_worker_folder
+
+                remove_worker_folder(self.own.path, self.chief)  # a task's own checkpoints go with it
                 self.log.say(f"\ninterrupted at step {self.count('step')}: checkpoint saved; run the same "
                              "command again to resume")
                 raise KeyboardInterrupt from None
@@ -510,6 +519,19 @@ class Trainer:
             raise Stop()
         self.stop_requested = True
         self.log.say(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)")
+
+    def _worker_lost(self, error):
+        """Stop a multi-worker run whose collective step failed: another task of the cluster is gone (no
+        collective checkpoint can be written without it)."""
+        from mt.distribute import remove_worker_folder
+
+        self.log.flush()
+        remove_worker_folder(self.own.path, self.chief)
+        latest = self.manager.latest_checkpoint
+        kept = f"the last checkpoint is {os.path.basename(latest)}" if latest else "no checkpoint was written yet"
+        raise UserError(f"another worker of the cluster stopped at step {self.count('step') + 1} "
+                        f"({str(error).splitlines()[0][:160]}); {kept}: start every worker again with the same "
+                        "command to resume") from None
 
     def _diverged(self, loss, norm, rate):
         """Stop the run at a step whose loss or gradient norm is not finite (its update was not applied)."""

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -494,7 +495,7 @@ def test_sigterm_to_one_of_two_workers_stops_both_with_a_checkpoint(data, tmp_pa
     for s in sockets:
         s.close()
     outs = [tmp_path / "chief-run", tmp_path / "worker-run"]
-    processes = []
+    processes, started = [], time.time()
     try:
         for index in range(2):
             env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
@@ -516,3 +517,5 @@ def test_sigterm_to_one_of_two_workers_stops_both_with_a_checkpoint(data, tmp_pa
     for p, (_, err) in zip(processes, results):
         assert p.returncode == 130 and "checkpoint saved" in err, err[-2000:]
     assert checkpoint_steps(outs[0])
+    assert not [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("mt-worker-") and
+                os.path.getmtime(os.path.join(tempfile.gettempdir(), n)) > started]  # worker folders removed
