@@ -71,3 +71,23 @@ def write_json(path, obj):
 def write_bytes(path, data):
     with atomic_open(path, "wb") as f:
         f.write(data)
+
+
+def check_writable_folder(folder, what):
+    """Make sure files can be written in `folder` (or, while it does not exist, created in its nearest
+    existing parent), before any long work whose result would otherwise be lost; a UserError naming the
+    folder otherwise. Nothing is left behind."""
+    from mt.errors import UserError
+
+    folder = os.path.abspath(os.fspath(folder))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(20, "Not a directory", existing)
+        fd, probe = tempfile.mkstemp(prefix=".mt-write-check.", dir=existing)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"cannot write {what} in {folder}: {e.strerror or e}; choose a writable place") from None

@@ -4,6 +4,7 @@ TensorFlow is imported only inside the stages, so `mt --help` answers at once.
 """
 
 import functools
+import os
 import sys
 
 import click
@@ -32,6 +33,16 @@ def stage(fn, tensorflow=True):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            # the reader of stdout has gone (`mt translate ... | head -1`): end quietly, and keep Python
+            # from reporting the failed flush of stdout at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(0)
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"error: {where}{e.strerror or e}", err=True)
+            sys.exit(1)
 
     return wrapper
 
@@ -116,6 +127,8 @@ _PRECISION = click.option("--precision", type=click.Choice(["auto", "float32", "
               "(mt preprocess --tokenizers-from RUN).")
 @click.option("--init-weights", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="With --init-from: which of its weights to start from.")
+@click.option("--restart", is_flag=True, help="Start a new run in --out, discarding the checkpoints, weights and "
+              "metrics of the run it holds (needed to train it again on other data or with other settings).")
 def train(**kwargs):
     """Train an encoder-decoder with attention on a prepared data folder."""
     from mt import train as stage_module

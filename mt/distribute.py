@@ -117,6 +117,18 @@ def is_chief(strategy):
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
+def chief_in_tf_config():
+    """True when this process is the chief by TF_CONFIG (no cluster of several tasks, the chief task, or
+    worker 0 of a cluster without a chief): the answer of `is_chief`, before a strategy exists."""
+    config = cluster_spec()
+    cluster = config.get("cluster", {})
+    if sum(len(v) for v in cluster.values()) <= 1:
+        return True
+    task = config.get("task", {})
+    kind, index = task.get("type"), int(task.get("index", 0))
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+
+
 def worker_folder(run_dir, chief):
     """Where this task writes: the run folder on the chief, a temporary folder on the others."""
     if chief:

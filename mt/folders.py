@@ -16,8 +16,10 @@ JSON, read with one-line errors naming the file, and written atomically and dura
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import shutil
 import socket
 
 from mt.atomic import atomic_path, write_json
@@ -121,6 +123,20 @@ class DataFolder:
         names = self.manifest().get("dev_text")
         return self.file(names[side]) if names else None
 
+    def fingerprint(self):
+        """A hash of the manifest and the tokenizers: what a run trained on this folder depends on. Any
+        rerun of `mt preprocess` with another corpus or other settings changes it."""
+        digest = hashlib.sha256()
+        for path in (self.manifest_path, *(self.tokenizer_path(side) for side in SIDES)):
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError as e:
+                raise UserError(f"cannot read {path}: {e.strerror or e}; run `mt preprocess` again") from None
+            digest.update(len(data).to_bytes(8, "little"))
+            digest.update(data)
+        return digest.hexdigest()
+
     def new_dev_text_path(self, side):
         return self.file(self.DEV_TEXT[side])
 
@@ -169,6 +185,7 @@ class RunFolder:
     WEIGHT_NAMES = ("best", "last")
     WEIGHTS_SUFFIX = ".weights.h5"  # Keras saves weights only under a name with this ending
     LOCK = ".lock"
+    CHECKPOINT_STATE = "checkpoint"  # in checkpoints/: tf.train.CheckpointManager's list of checkpoints
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -195,6 +212,10 @@ class RunFolder:
     @property
     def checkpoints_dir(self):
         return self.file(self.CHECKPOINTS)
+
+    @property
+    def checkpoint_state_path(self):
+        return os.path.join(self.checkpoints_dir, self.CHECKPOINT_STATE)
 
     @property
     def tensorboard_dir(self):
@@ -238,6 +259,15 @@ class RunFolder:
 
     def write_done(self, info):
         write_json(self.done_path, info)
+
+    def clear(self):
+        """Remove everything a run wrote (records, tokenizers, weights, checkpoints, logs), so that the
+        folder starts a new run; the lock file stays, since its holder is the caller."""
+        for name in (self.CONFIG, self.DATA_INFO, self.DONE, self.METRICS, *self.TOKENIZERS.values()):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.file(name))
+        for name in (self.WEIGHTS, self.CHECKPOINTS, self.TENSORBOARD):
+            shutil.rmtree(self.file(name), ignore_errors=True)
 
     def has_config(self):
         return os.path.isfile(self.config_path)
@@ -292,29 +322,53 @@ class RunFolder:
         raise UserError(f"{self.path} holds no weights yet ({self.WEIGHTS}/{name}{self.WEIGHTS_SUFFIX}): let training "
                         "reach its first validation")
 
+    SCORE_ATTRIBUTE = "mt_validation_score"
+
     @classmethod
     def is_weights_file_name(cls, name):
         """`name` names a weights file (it ends in the suffix Keras needs), not one of WEIGHT_NAMES."""
         return str(name).endswith(cls.WEIGHTS_SUFFIX)
 
-    def save_weights(self, model, name):
-        """Save the model's weights as `name`, atomically and durably."""
+    def save_weights(self, model, name, score=None):
+        """Save the model's weights as `name`, atomically and durably; `score` (the validation score of
+        these weights) is kept inside the same file, so weights and score never disagree."""
         os.makedirs(self.weights_dir, exist_ok=True)
-        self.save_weights_file(model, self.weights_path(name))
+        self.save_weights_file(model, self.weights_path(name), score)
 
     @classmethod
-    def save_weights_file(cls, model, path):
-        """Save the model's weights to `path` (a name ending in WEIGHTS_SUFFIX), atomically and durably."""
+    def save_weights_file(cls, model, path, score=None):
+        """Save the model's weights to `path` (a name ending in WEIGHTS_SUFFIX), atomically and durably,
+        with `score` among its attributes when given."""
         if not cls.is_weights_file_name(path):
             raise UserError(f"{path}: a weights file name must end in {cls.WEIGHTS_SUFFIX}")
         with atomic_path(path) as tmp:
             staged = tmp + cls.WEIGHTS_SUFFIX  # a temporary name Keras accepts, in the same folder
             try:
                 model.save_weights(staged)
+                if score is not None:
+                    import h5py
+
+                    with h5py.File(staged, "a") as f:
+                        f.attrs[cls.SCORE_ATTRIBUTE] = float(score)
                 os.replace(staged, tmp)
             finally:
                 if os.path.exists(staged):
                     os.remove(staged)
+
+    def weights_score(self, name="best"):
+        """The validation score recorded in the weights file `name`, or None (no file, no score, or a file
+        that cannot be read)."""
+        path = self.weights_path(name)
+        if not os.path.exists(path):
+            return None
+        try:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                value = f.attrs.get(self.SCORE_ATTRIBUTE)
+        except (OSError, ValueError):
+            return None
+        return None if value is None else float(value)
 
     def copy_tokenizers(self, data_folder, missing_only=False):
         """Copy the data folder's tokenizers in (replacing any older copy, or with `missing_only` only

@@ -43,10 +43,15 @@ in the folder of the stage's first output (NAME: that output's file name). The f
     evaluate    never skipped (it is cheap and prints the scores it returns)
     command     its `inputs` and `outputs`; without outputs, never skipped
 
+A stale train stage runs `mt train --restart`: its run folder gets a new model, never the old run's
+"nothing to do". Only a run that this stage started with the same settings and inputs and that did not
+finish (interrupted) is resumed instead.
+
 Once a stage has run, every later stage runs too (its inputs may have changed), except after an
 evaluate stage, which writes nothing. `--force` runs every stage.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -331,6 +336,35 @@ def is_up_to_date(stage) -> bool:
     return not input_times or min(output_times) > max(input_times)
 
 
+def attempt_path(stage) -> str:
+    """Where a train stage records the run it has started: settings and input times, kept until it ends."""
+    return stamp_path(stage)[:-len(".json")] + ".started.json"
+
+
+def _attempt(stage) -> dict:
+    times = {}
+    for path in stage.inputs:
+        try:
+            times[path] = os.stat(path).st_mtime_ns
+        except OSError:
+            times[path] = None
+    return {"fingerprint": stage.fingerprint(), "inputs": times}
+
+
+def train_argv(stage) -> list:
+    """The arguments of a stale train stage: with --restart, so that changed inputs or settings give a new
+    model rather than the old run's "nothing to do", unless the run in its folder is the one this stage
+    started with the same settings and inputs and did not finish (then it resumes)."""
+    try:
+        with open(attempt_path(stage), encoding="utf-8") as f:
+            resumable = json.load(f) == _attempt(stage)
+    except (OSError, ValueError):
+        resumable = False
+    resumable = resumable and not os.path.exists(stage.outputs[0])
+    write_json(attempt_path(stage), _attempt(stage))
+    return list(stage.argv) if resumable else ["--restart", *stage.argv]
+
+
 def forget_stamp(stage):
     """Remove the stamp before a stage runs, so a failed run never looks like a successful one."""
     if stage.outputs:
@@ -346,6 +380,9 @@ def write_stamp(stage, pipeline_path):
         write_json(stamp_path(stage), {"pipeline": str(pipeline_path), "stage": stage.number,
                                        "command": stage.name, "argv": stage.argv,
                                        "fingerprint": stage.fingerprint()})
+        if stage.name == "train":
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(attempt_path(stage))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -357,9 +394,10 @@ def run_mt_command(stage, command):
 
     The stages share this process, so each runs inside `shared_process`: none may fix process-wide
     settings (TensorFlow's threads) that a later stage would inherit."""
+    argv = train_argv(stage) if stage.name == "train" else list(stage.argv)
     try:
         with shared_process():
-            return command.main(list(stage.argv), prog_name=f"mt {stage.name}", standalone_mode=False)
+            return command.main(argv, prog_name=f"mt {stage.name}", standalone_mode=False)
     except click.ClickException as e:
         raise UserError(f"{stage.where}: {e.format_message()}") from e
     except UserError as e:

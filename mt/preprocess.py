@@ -452,6 +452,9 @@ def run(src=None, tgt=None, tsv=None, dev_src=None, dev_tgt=None, dev_tsv=None, 
         corpora["dev"] = dev
     check_files_exist(corpora.values())
     reused = tokenizer_sources(tokenizers_from) if tokenizers_from else None
+    from mt.atomic import check_writable_folder
+
+    check_writable_folder(out, "the prepared data folder")  # before reading the corpus, not after
     replaced = collections.Counter()
     data = load_data(corpora, max_len, max_ratio, dev_size, seed, on_invalid, replaced)
 

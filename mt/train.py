@@ -13,6 +13,7 @@ mt/validation.py, the progress lines, metrics and TensorBoard logs in mt/runlog.
 
 import math
 import os
+import re
 import signal
 from dataclasses import dataclass
 
@@ -28,39 +29,44 @@ from mt.validation import DevBleu, Validator, read_dev_sample
 OUTPUT_ROWS_MULTIPLE = 64  # the loss's gathered target positions are padded to a multiple of this
 
 
+# settings a resumed run may change: they bound or pace the run, but leave the model, its data and the
+# order of its batches as they were
+SAFE_CHANGES = ("train.batch_tokens", "train.max_steps", "train.max_minutes", "train.max_epochs",
+                "train.eval_every", "train.checkpoint_every", "train.log_every", "train.patience",
+                "train.eval_bleu_sentences")
+
+
 def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_replicas=0, precision=None,
-        checkpoint_every=None, init_from=None, init_weights="best"):
-    """`mt train`: create or resume the run folder OUT from the prepared data folder DATA.
+        checkpoint_every=None, restart=False, init_from=None, init_weights="best"):
+    """`mt train`: create or resume the run folder OUT from the prepared data folder DATA; `restart`
+    discards what OUT holds and starts a new run there.
 
     `init_from`: a new run starts from the weights (`init_weights`: best or last) of that trained run,
     with its model settings, a fresh optimizer and step count; the train settings are --config's when
     given, else that run's."""
-    from mt.config import Config
-    from mt.distribute import make_strategy, resolve_precision
+    import contextlib
+
+    from mt.distribute import chief_in_tf_config, make_strategy
 
     data_folder = DataFolder(data)
     manifest = data_folder.manifest()
     run_folder = RunFolder(out)
-    done = run_folder.done()
-    if done is not None:
-        click.echo(f"{out}: run already finished at step {done['step']} ({done['reason']}); nothing to do")
-        return
-    init = None
-    if run_folder.has_config():
-        cfg = run_folder.load_config()
-    elif init_from:
-        cfg, init = init_config(RunFolder(init_from), data_folder, config, init_weights)
-    else:
-        cfg = Config.load(config)
     overrides = {"max_steps": max_steps, "max_minutes": max_minutes, "seed": seed, "precision": precision,
                  "checkpoint_every": checkpoint_every}
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(cfg.train, key, value)
-    cfg.check()
-    cfg.train.precision = resolve_precision(cfg.train.precision)  # the snapshot records what was used
-    Trainer(cfg, data_folder, manifest, out, make_strategy(strategy, cpu_replicas, cfg.train.precision),
-            init_weights=init).fit()
+    # the chief holds the run folder for the whole run, so a second `mt train` on it stops at once
+    with run_folder.lock() if chief_in_tf_config() else contextlib.nullcontext():
+        if restart and run_folder.has_config():
+            run_folder.clear()
+            click.echo(f"{out}: --restart: the earlier run's checkpoints, weights and metrics were removed",
+                       err=True)
+        init = None
+        if init_from and not run_folder.has_config():
+            config, init = init_config(RunFolder(init_from), data_folder, config, init_weights)
+        cfg = resumed_config(run_folder, data_folder, config, overrides)
+        if cfg is None:
+            return
+        Trainer(cfg, data_folder, manifest, out, make_strategy(strategy, cpu_replicas, cfg.train.precision),
+                init_weights=init).fit()
 
 
 def init_config(source, data, config, weights):
@@ -78,6 +84,60 @@ def init_config(source, data, config, weights):
     return cfg, source.existing_weights(weights)
 
 
+def _configured(config, overrides):
+    """The config of `config` (a path, a shipped name, or a Config), with the command-line overrides,
+    checked, its precision resolved (the snapshot records what was used)."""
+    from mt.config import Config
+    from mt.distribute import resolve_precision
+
+    cfg = Config.from_dict(config.to_dict()) if isinstance(config, Config) else Config.load(config)
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(cfg.train, key, value)
+    cfg.check()
+    cfg.train.precision = resolve_precision(cfg.train.precision)
+    return cfg
+
+
+def flat_settings(cfg):
+    return {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()}
+
+
+def resumed_config(run_folder, data_folder, config, overrides):
+    """The config to train with: a new run's from --config; a resumed run's from its snapshot, with the
+    safe changes that --config or the options ask for; None when the run has finished and nothing changed.
+
+    A resumed run must go on with the data and the settings it started with: other data, or a change to
+    anything else than SAFE_CHANGES, is a UserError suggesting --restart or a new --out."""
+    fix = "run with --restart to start a new run there (its checkpoints and weights are discarded) or train into a new --out"
+    if not run_folder.has_config():
+        return _configured(config, overrides)
+    recorded = run_folder.data_info().get("fingerprint") if run_folder.is_run() else None
+    if recorded is not None and recorded != data_folder.fingerprint():
+        raise UserError(f"{run_folder.path} was trained on other data than {data_folder.path} holds now (its "
+                        f"manifest or tokenizers changed since): {fix}")
+    stored = run_folder.load_config()
+    requested = _configured(config if config else stored, overrides)
+    before, after = flat_settings(stored), flat_settings(requested)
+    changed = [key for key in after if before.get(key) != after[key]]
+    unsafe = [key for key in changed if key not in SAFE_CHANGES]
+    described = ", ".join(f"{key} {before.get(key)!r} -> {after[key]!r}" for key in changed)
+    if unsafe:
+        raise UserError(f"{run_folder.path} was started with other settings, which a resumed run cannot change "
+                        f"({described}): {fix}")
+    done = run_folder.done()
+    if done is not None:
+        if changed:
+            raise UserError(f"{run_folder.path}: the run finished at step {done['step']} ({done['reason']}) "
+                            f"with other settings ({described}): {fix}")
+        click.echo(f"{run_folder.path}: run already finished at step {done['step']} ({done['reason']}); "
+                   "nothing to do")
+        return None
+    if changed:
+        click.echo(f"{run_folder.path}: resuming with changed settings: {described}", err=True)
+    return requested
+
+
 def load_manifest(data):
     """The checked manifest of the prepared data folder DATA, as a Trainer takes it."""
     return DataFolder(data).manifest()
@@ -92,7 +152,7 @@ def prepare_run_folder(run, data, manifest, cfg):
     run.copy_tokenizers(data, missing_only=run.has_config())
     run.save_config(cfg)
     run.write_data_info({
-        "data": os.path.abspath(data.path), "src_vocab": src_vocab, "tgt_vocab": tgt_vocab,
+        "data": os.path.abspath(data.path), "fingerprint": data.fingerprint(), "src_vocab": src_vocab, "tgt_vocab": tgt_vocab,
         "vocab": manifest["vocab"], "pairs": {k: v.get("pairs") for k, v in manifest["splits"].items()}})
 
 
@@ -124,15 +184,14 @@ class Counters:
 
 
 class Stop(Exception):
-    """Raised by the SIGTERM handler: save a checkpoint and exit, like Ctrl-C."""
+    """Raised by the loop on a stop request (SIGTERM, Ctrl-C): save a checkpoint and exit."""
 
 
 class Trainer:
     """The training loop of one run: strategy, model, optimizer, data order, loss and checkpoints."""
 
     def __init__(self, cfg, data, manifest, out, strategy, init_weights=None):
-        """`data`: the DataFolder (or its path) and `manifest` its manifest; `out`: the run folder's path;
-        `init_weights`: a weights file a new run starts from."""
+        """`data`: the DataFolder (or its path) and `manifest` its manifest; `out`: the run folder's path."""
         import keras
 
         from mt.distribute import is_chief, worker_folder
@@ -181,18 +240,21 @@ class Trainer:
             self.counters = Counters.create()
             self.average = (MovingAverage(self.model.trainable_variables, self.tc.ema_decay)
                             if self.tc.ema_decay else None)
-            # gradient sums of the batches of one update, each replica its own (summed when applied)
+            # gradient and loss sums of the batches of one update, each replica its own (summed when applied)
+            local = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
+                         aggregation=tf.VariableAggregation.SUM)
             self.accumulated = [] if self.tc.accumulate == 1 else [
-                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name=f"accumulated_{i}",
-                            synchronization=tf.VariableSynchronization.ON_READ,
-                            aggregation=tf.VariableAggregation.SUM)
+                tf.Variable(tf.zeros(v.shape, v.dtype), name=f"accumulated_{i}", **local)
                 for i, v in enumerate(self.model.trainable_variables)]
+            self.accumulated_loss = tf.Variable(0.0, name="accumulated_loss", **local) if self.accumulated else None
         self.schedule = schedule.resolve(self.tc.schedule, self.tc.max_steps, self.tc.max_minutes)
         rng = [v.value for v in self.model.non_trainable_variables]  # dropout seed states
         extra = self.average.checkpointed() if self.average else {}
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, rng=rng,
                                               **self.counters.checkpointed(), **extra)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.own.checkpoints_dir, self.tc.keep_checkpoints)
+        self._drop_damaged_state_file()
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.own.checkpoints_dir,
+                                                  self.tc.keep_checkpoints)
         spec = [tf.TensorSpec([None, None], tf.int32)] * 3
         self.eval_step = tf.function(self._eval_step, input_signature=spec, autograph=False)
         self.validator = Validator(self.model, self.eval_step, self.dev, self.counters.best,
@@ -219,32 +281,71 @@ class Trainer:
         self.counters.train_seconds.assign(self._train_seconds())
         self.manager.save(checkpoint_number=self.count("step"))
 
+    def _checkpoints(self):
+        """(checkpoint prefixes with an index file, newest first; whether the folder holds any checkpoint
+        file at all). Read from the files themselves: the `checkpoint` state file may be damaged or lag."""
+        try:
+            names = os.listdir(self.run.checkpoints_dir)
+        except FileNotFoundError:
+            return [], False
+        steps = sorted((int(m.group(1)) for m in (re.fullmatch(r"ckpt-(\d+)\.index", n) for n in names) if m),
+                       reverse=True)
+        return ([os.path.join(self.run.checkpoints_dir, f"ckpt-{step}") for step in steps],
+                any(n.startswith("ckpt-") for n in names))
+
+    def _drop_damaged_state_file(self):
+        """Remove a `checkpoints/checkpoint` state file that cannot be read: the checkpoints themselves say
+        which exist (see _checkpoints), and the next save writes a new state file."""
+        import tensorflow as tf
+
+        try:
+            tf.train.get_checkpoint_state(self.own.checkpoints_dir)
+        except (tf.errors.OpError, UnicodeDecodeError, ValueError) as e:
+            path = self.own.checkpoint_state_path
+            self.log.say(f"warning: {path} cannot be read ({str(e).splitlines()[0][:120]}); it is rebuilt from "
+                         "the checkpoint files")
+            os.remove(path)
+
     def _restore(self):
         import tensorflow as tf
 
-        latest = tf.train.latest_checkpoint(self.run.checkpoints_dir)
-        if latest:
+        candidates, any_files = self._checkpoints()
+        damaged = []
+        for path in candidates:
             # the model and its optimizer must come back whole: a checkpoint of another model would
             # otherwise leave the weights it lacks as they were initialized, without a word
             try:
                 tf.train.Checkpoint(model=self.model, optimizer=self.optimizer).restore(
-                    latest).assert_existing_objects_matched()
+                    path).assert_existing_objects_matched()
+                self.checkpoint.restore(path).expect_partial()
             except (AssertionError, ValueError) as e:
-                raise UserError(f"{latest} does not hold this model's weights ({str(e).splitlines()[0][:200]}): "
+                raise UserError(f"{path} does not hold this model's weights ({str(e).splitlines()[0][:200]}): "
                                 "it was written by another model or version; train into a new --out") from None
-            self.checkpoint.restore(latest).expect_partial()
+            except (tf.errors.OpError, IndexError, OSError) as e:  # a truncated or missing file: try the one before
+                damaged.append((path, str(e).splitlines()[0][:200]))
+                continue
+            if damaged:
+                self.log.say(f"warning: checkpoint {os.path.basename(damaged[0][0])} cannot be read "
+                             f"({damaged[0][1]}); resuming from the older {os.path.basename(path)}")
             self.log.say(f"Resuming from step {self.count('step')}")
             if self.average and not int(self.average.updates.numpy()):
                 self.average.reset()  # a checkpoint from before averaging was on
-        elif self.init_weights:
-            self.model.load_weights(self.init_weights)
-            self.log.say(f"starting from the weights of {self.init_weights}")
-            if self.average:
-                self.average.reset()
+            break
         else:
-            self._init_output_bias()
+            if any_files:  # never a silent new run over the checkpoints of an old one
+                why = f" ({damaged[0][1]})" if damaged else " (no index file)"
+                raise UserError(f"no checkpoint in {self.run.checkpoints_dir} can be read{why}: restore them "
+                                "from a copy, or run with --restart to start the run again")
+            if self.init_weights:
+                self.model.load_weights(self.init_weights)
+                self.log.say(f"starting from the weights of {self.init_weights}")
+            else:
+                self._init_output_bias()
             if self.average:
                 self.average.reset()
+        # best weights on disk may score higher than the restored counters say (a fallback to an older
+        # checkpoint, or a run killed before its first checkpoint): only a better score replaces them
+        self.validator.floor = self.run.weights_score("best") if self.chief else None
         self.seconds_before = float(self.counters.train_seconds.numpy())
 
     def _train_seconds(self):
@@ -306,108 +407,132 @@ class Trainer:
         return loss_sums(self.model, src, tgt_in, tgt_out, self.tc.label_smoothing if training else 0.0,
                          training)
 
-    def _replica_step(self, src, tgt_in, tgt_out, global_tokens, stop):
-        """One update from this replica's shard of the global batch.
+    def _replica_step(self, src, tgt_in, tgt_out, global_tokens, flags):
+        """One update from this replica's shard of the global batch (see `_update_replica`).
 
         The replica's loss is its sum of token losses over the global batch's real target tokens, so the
-        gradients summed over replicas are the gradient of the global mean. They are summed here to clip
-        them by their global norm; Keras' optimizer sums what it is given over replicas once more, hence
-        the division by the number of replicas before `apply`."""
+        gradients summed over replicas are the gradient of the global mean."""
+        loss_sum, grads = self._gradients(src, tgt_in, tgt_out, global_tokens)
+        return self._update_replica(grads, loss_sum, flags)
+
+    def _gradients(self, src, tgt_in, tgt_out, scale):
+        """(loss sum, dense gradients of loss sum / scale) of this replica's shard, loss-scaled under
+        mixed_float16. Embedding gradients come as IndexedSlices whose repeated rows would make the global
+        norm wrong: they are made dense."""
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
             loss_sum, _ = self._loss_sums(src, tgt_in, tgt_out, training=True)
-            loss = loss_sum / tf.maximum(global_tokens, 1.0)
+            loss = loss_sum / tf.maximum(scale, 1.0)
             if self.loss_scaling:
                 loss = self.optimizer.scale_loss(loss)
+        return loss_sum, [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.model.trainable_variables)]
+
+    def _update_replica(self, grads, loss_sum, flags):
+        """Apply this replica's share `grads` of one update, only when the loss and the gradient norm are
+        finite; returns (loss sum, flags, gradient norm, finite?), the loss and the flags summed over the
+        replicas.
+
+        The gradients are summed over replicas here to clip them by their global norm; Keras' optimizer
+        sums what it is given over replicas once more, hence the division by the number of replicas
+        before `apply`."""
+        import tensorflow as tf
+
         variables = self.model.trainable_variables
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync
-        # Embedding gradients come as IndexedSlices whose repeated rows would make the global norm wrong:
-        # make them dense, then sum over replicas.
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
         if replicas > 1:
             grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
         clip = self.tc.clip_norm
         if self.loss_scaling:  # the gradient is scaled: clipping it at clip x scale clips the real one at clip
             clip = clip * tf.cast(self.optimizer.dynamic_scale, tf.float32)
         grads, norm = tf.clip_by_global_norm(grads, clip)
-        self.optimizer.apply([g / float(replicas) for g in grads] if replicas > 1 else grads, variables)
-        stop = tf.identity(stop)  # this replica's own copy of the flag, for the all-reduce
-        loss_sum, stop = context.all_reduce(tf.distribute.ReduceOp.SUM, [loss_sum, stop])
-        return loss_sum, stop, norm
+        flags = tf.identity(flags)  # this replica's own copy of the flags, for the all-reduce
+        loss_sum, flags = context.all_reduce(tf.distribute.ReduceOp.SUM, [loss_sum, flags])
+        # every replica sees the same summed loss and norm, so all of them skip a bad update together; with
+        # loss scaling an infinite gradient is the optimizer's own signal to lower its scale, not an error
+        finite = tf.math.is_finite(loss_sum)
+        if not self.loss_scaling:
+            finite = tf.logical_and(finite, tf.math.is_finite(norm))
+        grads = [g / float(replicas) for g in grads] if replicas > 1 else grads
 
-    def _train_step(self, batch, stop, rate):
-        """One update over the global batch at learning rate `rate`; returns (loss sum, real target
-        tokens, stop?, gradient norm before clipping)."""
-        src, tgt_in, tgt_out, global_tokens = batch
-        self.optimizer.learning_rate.assign(rate)
-        loss_sum, stop, norm = self.strategy.run(self._replica_step,
-                                                 args=(src, tgt_in, tgt_out, global_tokens, stop))
-        if self.average:
-            self.average.update()
-        first = self.strategy.experimental_local_results
-        return first(loss_sum)[0], first(global_tokens)[0], first(stop)[0] > 0, first(norm)[0]
+        def apply(gradients):
+            self.optimizer.apply(gradients, variables)
 
-    def _gradients(self, src, tgt_in, tgt_out, scale):
-        """(loss sum, dense gradients of loss sum / scale) of this replica's shard (loss-scaled under
-        mixed_float16). Embedding gradients come as IndexedSlices whose repeated rows would make the
-        global norm wrong: they are made dense."""
-        import tensorflow as tf
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            tf.cond(finite, lambda: apply(grads), lambda: None)
+        else:  # the optimizer's apply makes a merge call, which a cond cannot hold: decide across replicas
+            def across(strategy, gradients, ok):
+                tf.cond(strategy.experimental_local_results(ok)[0],
+                        lambda: strategy.extended.call_for_each_replica(apply, args=(gradients,)), lambda: None)
 
-        with tf.GradientTape() as tape:
-            loss_sum, _ = self._loss_sums(src, tgt_in, tgt_out, training=True)
-            loss = loss_sum / scale
-            if self.loss_scaling:
-                loss = self.optimizer.scale_loss(loss)
-        return loss_sum, [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.model.trainable_variables)]
+            context.merge_call(across, args=(grads, finite))
+        return loss_sum, flags, norm, finite
 
     def _accumulate_replica(self, src, tgt_in, tgt_out):
-        """Add this replica's gradient of its loss sum to its accumulators (train.accumulate > 1)."""
-        import tensorflow as tf
-
+        """Add this replica's gradient of its loss sum, and the loss sum, to its accumulators
+        (train.accumulate > 1)."""
         loss_sum, grads = self._gradients(src, tgt_in, tgt_out, 1.0)
         for total, grad in zip(self.accumulated, grads):
             total.assign_add(grad)
-        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, loss_sum)
+        self.accumulated_loss.assign_add(loss_sum)
+        return loss_sum
 
-    def _apply_replica(self, tokens, stop):
-        """One update from the accumulated gradients of `tokens` real target tokens: the gradient of
-        their mean loss, summed over replicas, clipped by its global norm and applied, as `_replica_step`
-        does for one batch; the accumulators start again at zero."""
+    def _apply_replica(self, tokens, flags):
+        """One update from the accumulated gradients of `tokens` real target tokens: the gradient of their
+        mean loss, applied as `_update_replica` applies one batch's; the accumulators start again at zero."""
         import tensorflow as tf
 
-        context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync
         grads = [tf.identity(total) / tf.maximum(tokens, 1.0) for total in self.accumulated]
-        if replicas > 1:
-            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-        clip = self.tc.clip_norm
-        if self.loss_scaling:
-            clip = clip * tf.cast(self.optimizer.dynamic_scale, tf.float32)
-        grads, norm = tf.clip_by_global_norm(grads, clip)
-        self.optimizer.apply([g / float(replicas) for g in grads] if replicas > 1 else grads,
-                             self.model.trainable_variables)
+        loss_sum = tf.identity(self.accumulated_loss)
         for total in self.accumulated:
             total.assign(tf.zeros_like(total))
-        stop = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(stop))
-        return stop, norm
+        self.accumulated_loss.assign(0.0)
+        return self._update_replica(grads, loss_sum, flags)
 
     def _accumulate_step(self, batch):
-        """Add one global batch's gradient to the accumulators; returns (loss sum, real target tokens)."""
+        """Add one global batch's gradient to the accumulators; returns its real target tokens."""
         src, tgt_in, tgt_out, global_tokens = batch
-        loss_sum = self.strategy.run(self._accumulate_replica, args=(src, tgt_in, tgt_out))
-        first = self.strategy.experimental_local_results
-        return first(loss_sum)[0], first(global_tokens)[0]
+        self.strategy.run(self._accumulate_replica, args=(src, tgt_in, tgt_out))
+        return self.strategy.experimental_local_results(global_tokens)[0]
 
-    def _apply_step(self, tokens, stop, rate):
-        """Apply the accumulated update at learning rate `rate`; returns (stop?, gradient norm)."""
-        self.optimizer.learning_rate.assign(rate)
-        stop, norm = self.strategy.run(self._apply_replica, args=(tokens, stop))
+    def _advance_position(self, finite, epoch, number):
+        """Move the loop's counters to batch `number` of `epoch`, in the compiled step (an update that was
+        not applied moves nothing)."""
+        import tensorflow as tf
+
+        counters = self.counters
+        counters.step.assign_add(tf.cast(finite, tf.int64))
+        counters.epoch.assign(tf.where(finite, epoch, counters.epoch))
+        counters.batch_in_epoch.assign(tf.where(finite, number + 1, counters.batch_in_epoch))
         if self.average:
             self.average.update()
+
+    def _apply_step(self, tokens, flags, rate, epoch, number):
+        """Apply the accumulated update at learning rate `rate`, advancing the position as `_train_step`
+        does; returns (loss sum, flags summed over the tasks, gradient norm, finite?)."""
+        self.optimizer.learning_rate.assign(rate)
+        loss_sum, flags, norm, finite = self.strategy.run(self._apply_replica, args=(tokens, flags))
         first = self.strategy.experimental_local_results
-        return first(stop)[0] > 0, first(norm)[0]
+        finite = first(finite)[0]
+        self._advance_position(finite, epoch, number)
+        return first(loss_sum)[0], first(flags)[0], first(norm)[0], finite
+
+    def _train_step(self, batch, flags, rate, epoch, number):
+        """One update over the global batch at learning rate `rate`, with the loop's position advanced to
+        batch `number` of `epoch` in the same call (a signal cannot fall between the update and the
+        position); returns (loss sum, real target tokens, flags summed over the tasks, gradient norm
+        before clipping, finite?). `flags`: [time is up, stop requested] on this task."""
+        import tensorflow as tf
+
+        src, tgt_in, tgt_out, global_tokens = batch
+        self.optimizer.learning_rate.assign(rate)
+        loss_sum, flags, norm, finite = self.strategy.run(self._replica_step,
+                                                          args=(src, tgt_in, tgt_out, global_tokens, flags))
+        first = self.strategy.experimental_local_results
+        finite = first(finite)[0]
+        self._advance_position(finite, epoch, number)
+        return first(loss_sum)[0], first(global_tokens)[0], first(flags)[0], first(norm)[0], finite
 
     def _eval_step(self, src, tgt_in, tgt_out):
         return self._loss_sums(src, tgt_in, tgt_out, training=False)
@@ -425,60 +550,110 @@ class Trainer:
         dataset = self._distributed_dataset(start_epoch, start_batch)
         # autograph off (here and in eval_step): the model and the step have no Python control flow on
         # tensors, and converting them would only add to the time before the first step
-        scalar = tf.TensorSpec([], tf.float32)
-        step_fn = tf.function(self._train_step, input_signature=[dataset.element_spec, scalar, scalar],
-                              autograph=False)
+        scalar, count = tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int64)
+        step_fn = tf.function(self._train_step, autograph=False, input_signature=[
+            dataset.element_spec, tf.TensorSpec([2], tf.float32), scalar, count, count])
         if self.accumulated:
             accumulate_fn = tf.function(self._accumulate_step, input_signature=[dataset.element_spec],
                                         autograph=False)
-            apply_fn = tf.function(self._apply_step, input_signature=[scalar] * 3, autograph=False)
-        pending = {"batches": 0, "loss": 0.0, "tokens": 0.0}  # batches accumulated for the next update
+            apply_fn = tf.function(self._apply_step, autograph=False, input_signature=[
+                scalar, tf.TensorSpec([2], tf.float32), scalar, count, count])
+        pending = {"batches": 0, "tokens": 0.0}  # batches accumulated for the next update
         positions = self.batcher.positions(start_epoch, start_batch, self.tc.max_epochs)
         self.clock = Clock.started(self.count("step"))
-        previous = signal.signal(signal.SIGTERM, _raise_stop)
-        reason = "max_epochs"
+        # SIGTERM and a first Ctrl-C only ask to stop: the loop stops after the step and its bookkeeping,
+        # with every task at the same step (the request travels with the step's all-reduce)
+        self.stop_requested = False
+        previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        reason = "max_steps" if self.tc.max_steps and self.count("step") >= self.tc.max_steps else None
         try:
-            for batch, (epoch, number, _) in zip(dataset, positions):
-                rate = self._rate(self.count("step") + 1)
-                time_up = tf.constant(float(self._time_is_up()))
-                if self.accumulated:
-                    # an update every train.accumulate batches; the data position is saved only with an
-                    # update, so batches accumulated when the run stops are read again on resume
-                    loss_sum, tokens = accumulate_fn(batch)
-                    pending["batches"] += 1
-                    pending["loss"] += float(loss_sum)
-                    pending["tokens"] += float(tokens)
-                    if pending["batches"] < self.tc.accumulate:
-                        continue
-                    stop, norm = apply_fn(tf.constant(pending["tokens"]), time_up, tf.constant(rate, tf.float32))
-                    loss_sum, tokens = pending["loss"], pending["tokens"]
-                    pending.update(batches=0, loss=0.0, tokens=0.0)
-                else:
-                    loss_sum, tokens, stop, norm = step_fn(batch, time_up, tf.constant(rate, tf.float32))
-                self._advance(epoch, number, float(loss_sum), float(tokens), float(norm), rate)
-                reason = "max_minutes" if bool(stop) else self._after_step()
-                if reason:
-                    break
-        except (KeyboardInterrupt, Stop):
-            # a second Ctrl-C or SIGTERM must not cut the checkpoint short: both wait until it is written
-            held = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
-                self._save_checkpoint()
-                self.log.flush()
-            finally:
-                for s, handler in held.items():
-                    signal.signal(s, handler)
-            self.log.say(f"\ninterrupted at step {self.count('step')}: checkpoint saved; run the same command "
-                         "again to resume")
-            raise KeyboardInterrupt from None
+                for batch, (epoch, number, _) in ([] if reason else zip(dataset, positions)):
+                    rate = self._rate(self.count("step") + 1)
+                    flags = tf.constant([float(self._time_is_up()), float(self.stop_requested)])
+                    position = (tf.constant(rate, tf.float32), tf.constant(epoch, tf.int64),
+                                tf.constant(number, tf.int64))
+                    try:
+                        if self.accumulated:
+                            # an update every train.accumulate batches; the position moves only with an
+                            # update, so batches accumulated when the run stops are read again on resume
+                            pending["tokens"] += float(accumulate_fn(batch))
+                            pending["batches"] += 1
+                            if pending["batches"] < self.tc.accumulate:
+                                continue
+                            tokens = pending["tokens"]
+                            pending.update(batches=0, tokens=0.0)
+                            loss_sum, flags, norm, finite = apply_fn(tf.constant(tokens, tf.float32), flags,
+                                                                     *position)
+                        else:
+                            loss_sum, tokens, flags, norm, finite = step_fn(batch, flags, *position)
+                    except (tf.errors.UnavailableError, tf.errors.CancelledError,
+                            tf.errors.DeadlineExceededError) as e:
+                        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                            self._worker_lost(e)
+                        raise
+                    if not bool(finite):
+                        self._diverged(float(loss_sum) / max(float(tokens), 1.0), float(norm), rate)
+                    self._advance(epoch, number, float(loss_sum), float(tokens), float(norm), rate)
+                    time_up, interrupted = (bool(f > 0) for f in flags.numpy())
+                    reason = "max_minutes" if time_up else self._after_step()
+                    if reason:
+                        break
+                    if interrupted:
+                        raise Stop()
+            except (KeyboardInterrupt, Stop):
+                # a further Ctrl-C or SIGTERM must not cut the checkpoint short: both wait until it is written
+                held = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+                try:
+                    self._save_checkpoint()
+                    self.log.flush()
+                finally:
+                    for s, handler in held.items():
+                        signal.signal(s, handler)
+                from mt.distribute import remove_worker_folder
+
+                remove_worker_folder(self.own.path, self.chief)  # a task's own checkpoints go with it
+                self.log.say(f"\ninterrupted at step {self.count('step')}: checkpoint saved; run the same "
+                             "command again to resume")
+                raise KeyboardInterrupt from None
+            self._finish(reason or "max_epochs")  # a stop request now waits for the run to finish
         finally:
-            signal.signal(signal.SIGTERM, previous)
-        self._finish(reason or "max_epochs")
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _request_stop(self, signum, frame):
+        """The handler of SIGTERM and Ctrl-C: the first asks the loop to stop after its step; a second one
+        (while a step or a validation still runs) stops at once, with a checkpoint all the same."""
+        if self.stop_requested:
+            raise Stop()
+        self.stop_requested = True
+        self.log.say(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)")
+
+    def _worker_lost(self, error):
+        """Stop a multi-worker run whose collective step failed: another task of the cluster is gone (no
+        collective checkpoint can be written without it)."""
+        from mt.distribute import remove_worker_folder
+
+        self.log.flush()
+        remove_worker_folder(self.own.path, self.chief)
+        latest = self.manager.latest_checkpoint
+        kept = f"the last checkpoint is {os.path.basename(latest)}" if latest else "no checkpoint was written yet"
+        raise UserError(f"another worker of the cluster stopped at step {self.count('step') + 1} "
+                        f"({str(error).splitlines()[0][:160]}); {kept}: start every worker again with the same "
+                        "command to resume") from None
+
+    def _diverged(self, loss, norm, rate):
+        """Stop the run at a step whose loss or gradient norm is not finite (its update was not applied)."""
+        self.log.flush()
+        latest = self.manager.latest_checkpoint
+        kept = f"the last checkpoint, {os.path.basename(latest)}, is kept" if latest else "no checkpoint was written"
+        raise UserError(f"step {self.count('step') + 1}: the loss ({loss:g}) or the gradient norm ({norm:g}) is not "
+                        f"finite at learning rate {rate:g}; the update was not applied and training stopped "
+                        f"({kept}): lower train.learning_rate (now {self.tc.learning_rate:g}) or "
+                        f"train.clip_norm (now {self.tc.clip_norm:g}), then resume or run with --restart")
 
     def _advance(self, epoch, number, loss_sum, tokens, norm, rate):
-        self.counters.step.assign_add(1)
-        self.counters.epoch.assign(epoch)
-        self.counters.batch_in_epoch.assign(number + 1)
+        """The step's statistics for the progress lines (its counters moved inside the step)."""
         self.clock.add(loss_sum, tokens, norm, rate)
 
     def _time_is_up(self):
@@ -513,6 +688,7 @@ class Trainer:
 
         step = self.count("step")
         if reason != "early_stopping":
+            self._save_checkpoint()  # the steps since the last checkpoint survive a kill during validation
             self._validate(step)
         self._save_checkpoint()
         if self.chief:
@@ -550,6 +726,3 @@ def loss_sums(model, src, tgt_in, tgt_out, label_smoothing=0.0, training=False):
         nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform
     return tf.reduce_sum(nll * weight), tf.cast(count, tf.float32)
 
-
-def _raise_stop(signum, frame):
-    raise Stop()

@@ -99,17 +99,33 @@ class Translator:
         `workers` > 1 decodes that many batches at once, each in its own thread (see `decoding_workers`
         for the threads TensorFlow should then give each batch). The output is the same: a sentence's
         result does not depend on which batch it is in or when that batch runs."""
+        return [found for _, found in self.iter_hypotheses(lines, batch_size, max_length_ratio, progress,
+                                                            batch_type, workers)]
+
+    def iter_hypotheses(self, lines, batch_size=64, max_length_ratio=2.0, progress=False, batch_type="sents",
+                        workers=1):
+        """(line index, its list of Hypothesis) for every line, in input order, each as soon as it and
+        every line before it are decoded (the arguments: see `hypotheses`)."""
         encoded = self._encode(lines)
-        results = [[EMPTY] for _ in lines]
+        results, following = {}, 0
         jobs = []
         for batch in make_batches([len(e) for e in encoded], batch_size, batch_type):
             batch = sorted(batch, key=lambda i: -len(encoded[i]))  # longest first, for the encoder
             jobs.append((batch, [encoded[i] for i in batch], max_length_ratio))
+
+        def ready():
+            nonlocal following
+            while following < len(lines) and (following in results or not encoded[following]):
+                yield following, results.pop(following, [EMPTY])
+                following += 1
+
+        yield from ready()
         with _maybe_progress(self._decode_jobs(jobs, workers), progress, "translating", len(jobs)) as bar:
             for (batch, sources, _), out in bar:
                 for i, found in zip(batch, self._unpack(out, [len(e) for e in sources])):
                     results[i] = found
-        return results
+                yield from ready()
+        yield from ready()
 
     def _decode_job(self, job):
         """One batch (sentence indices, their pieces longest first, the length ratio) -> the search's
@@ -381,26 +397,51 @@ def run(input, model, output, search, beam_size, length_penalty, coverage_penalt
     workers = decoding_workers(workers, share_cores=not process_is_shared())  # before TensorFlow's first operation
     if batch_size is None:
         batch_size = default_batch_size(search, beam_size, batch_type, workers)
+    if output:
+        import os
+
+        if input != "-" and os.path.abspath(output) == os.path.abspath(input):
+            raise UserError(f"-o {output} is the input file: write the translation to another file")
+        from mt.atomic import check_writable_folder
+
+        check_writable_folder(os.path.dirname(os.path.abspath(output)), "the translation")  # before decoding
     lines = read_source(input)
     translator = load_translator(model, weights, precision)
     translator.search = build_search(options, scores=False)  # only n-best lines show scores, of beam search
     start = time.time()
-    found = translator.hypotheses(lines, batch_size, max_length_ratio, progress=output is not None,
-                                  batch_type=batch_type, workers=workers)
-    text = format_nbest(found) if n_best > 1 else "".join(_one_line(h[0].text) + "\n" for h in found)
+    found = translator.iter_hypotheses(lines, batch_size, max_length_ratio, progress=output is not None,
+                                       batch_type=batch_type, workers=workers)
     if output:
-        with atomic_open(output) as f:
-            f.write(text)
+        # written as lines are decoded, to a temporary file that becomes OUTPUT only when it is whole
+        try:
+            with atomic_open(output) as f:
+                for line, hyps in found:
+                    f.write(format_line(line, hyps, n_best))
+        except OSError as e:  # a full disk, say: the temporary file is gone, OUTPUT is as it was
+            raise UserError(f"cannot write {output}: {e.strerror or e}") from None
         click.echo(f"translated {len(lines)} lines in {time.time() - start:.1f} s -> {output}", err=True)
     else:
-        sys.stdout.write(text)
+        for line, hyps in found:
+            sys.stdout.write(format_line(line, hyps, n_best))
+            if not line % 64:
+                sys.stdout.flush()
         sys.stdout.flush()
+
+
+def format_line(line, hyps, n_best):
+    """The output of input line `line`: its translation, or its n-best lines when n_best > 1."""
+    if n_best > 1:
+        return format_nbest_line(line, hyps)
+    return _one_line(hyps[0].text) + "\n"
+
+
+def format_nbest_line(line, hyps):
+    return "".join(f"{line} ||| {_one_line(h.text)} ||| {h.log_prob:.4f} ||| {h.score:.4f}\n" for h in hyps)
 
 
 def format_nbest(found):
     """n-best lines (see the module docstring): 'LINE ||| TRANSLATION ||| LOG_PROB ||| SCORE'."""
-    return "".join(f"{line} ||| {_one_line(h.text)} ||| {h.log_prob:.4f} ||| {h.score:.4f}\n"
-                   for line, hyps in enumerate(found) for h in hyps)
+    return "".join(format_nbest_line(line, hyps) for line, hyps in enumerate(found))
 
 
 def _one_line(text):

@@ -96,6 +96,7 @@ class Validator:
         self.model, self.eval_step, self.dev = model, eval_step, dev_batcher
         self.best, self.bad_evals, self.patience = best, bad_evals, patience
         self.weights, self.bleu = weights, bleu
+        self.floor = None  # the score of the best weights on disk, when known: never replaced by a worse one
 
     def __call__(self, step):
         """Validate at `step`; returns the Validation (with stop=True when it is time to stop early)."""
@@ -105,7 +106,8 @@ class Validator:
         verdict = early_stopping(float(self.best.numpy()), int(self.bad_evals.numpy()), score, self.patience)
         if verdict.improved:
             self.best.assign(verdict.best)
-            if self.weights is not None:
-                self.weights.save_weights(self.model, "best")
+            if self.weights is not None and (self.floor is None or verdict.best > self.floor):
+                self.weights.save_weights(self.model, "best", score=verdict.best)
+                self.floor = verdict.best
         self.bad_evals.assign(verdict.bad_evals)
         return Validation(step, loss, bleu, verdict.improved, verdict.stop)

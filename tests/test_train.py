@@ -469,10 +469,11 @@ def test_accumulating_two_batches_makes_the_update_of_one_batch_holding_both(dat
         tokens = float(sum(batcher.tgt_len[i] for i in indices))
         return tuple(tf.constant(x) for x in (src, tgt_in, tgt_out)) + (tf.constant(tokens),)
 
-    rate, go_on = tf.constant(1e-3), tf.constant(0.0)
-    one._train_step(batch(list(first) + list(second)), go_on, rate)
-    tokens = sum(float(two._accumulate_step(batch(indices))[1]) for indices in (first, second))
-    two._apply_step(tf.constant(tokens), go_on, rate)
+    go_on, position = tf.constant([0.0, 0.0]), (tf.constant(1e-3), tf.constant(0, tf.int64), tf.constant(1, tf.int64))
+    one._train_step(batch(list(first) + list(second)), go_on, *position)
+    tokens = sum(float(two._accumulate_step(batch(indices))) for indices in (first, second))
+    two._apply_step(tf.constant(tokens), go_on, *position)
+    assert one.count("step") == two.count("step") == 1
     for a, b, before in zip(one.model.trainable_variables, two.model.trainable_variables, start):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
     assert any(not np.allclose(a.numpy(), before) for a, before in zip(one.model.trainable_variables, start))
@@ -512,11 +513,11 @@ def distributed(indices):
              for k in range(4)]
     return tuple(parts)
 
-rate, go_on = tf.constant(1e-3), tf.constant(0.0)
-tf.function(one._train_step, autograph=False)(distributed(list(first) + list(second)), go_on, rate)
+go_on, position = tf.constant([0.0, 0.0]), (tf.constant(1e-3), tf.constant(0, tf.int64), tf.constant(1, tf.int64))
+tf.function(one._train_step, autograph=False)(distributed(list(first) + list(second)), go_on, *position)
 accumulate = tf.function(two._accumulate_step, autograph=False)
-tokens = sum(float(accumulate(distributed(list(b)))[1]) for b in (first, second))
-tf.function(two._apply_step, autograph=False)(tf.constant(tokens), go_on, rate)
+tokens = sum(float(accumulate(distributed(list(b)))) for b in (first, second))
+tf.function(two._apply_step, autograph=False)(tf.constant(tokens), go_on, *position)
 for a, b in zip(one.model.trainable_variables, two.model.trainable_variables):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
 print("same update")

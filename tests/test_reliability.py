@@ -1,0 +1,521 @@
+"""Never silently wrong, never a lost run: re-preprocessed data, changed configs, a second process, damaged
+checkpoints, a diverging loss, signals at any moment, unwritable outputs (docs/reliability.md)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mt.cli import cli
+from mt.errors import UserError
+from mt.folders import DataFolder, RunFolder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = """
+model: {emb_dim: 8, enc_units: 8, dec_units: 16, dropout: 0.1}
+train: {batch_tokens: 300, learning_rate: 0.003, eval_every: 1000, eval_bleu_sentences: 0, log_every: 2,
+        checkpoint_every: 1000}
+"""
+
+
+def corpus(root, pairs=120):
+    for split, n in (("train", pairs), ("dev", 12)):
+        for side in ("src", "tgt"):
+            with open(os.path.join(ROOT, "data", "default", f"{split}.{side}"), encoding="utf-8") as f:
+                lines = f.read().splitlines()[:n]
+            (root / f"{split}.{side}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def preprocess(root, out, *extra):
+    result = CliRunner().invoke(cli, ["preprocess", "--src", str(root / "train.src"), "--tgt",
+                                      str(root / "train.tgt"), "--dev-src", str(root / "dev.src"), "--dev-tgt",
+                                      str(root / "dev.tgt"), "--out", str(out), "--vocab-size", "300", *extra])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reliable")
+    corpus(root)
+    (root / "tiny.yaml").write_text(TINY)
+    preprocess(root, root / "data")
+    return root
+
+
+def train_cli(data, out, *extra, config=None, data_dir=None):
+    return CliRunner().invoke(cli, ["train", "--data", str(data_dir or data / "data"), "--out", str(out),
+                                    "--config", str(config or data / "tiny.yaml"), "--strategy", "one", *extra])
+
+
+def one_error_line(result):
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def tiny_trainer(data, out, **train):
+    import tensorflow as tf
+
+    from mt.config import Config
+    from mt.train import Trainer, load_manifest
+
+    cfg = Config.load(str(data / "tiny.yaml"))
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
+    cfg.check()
+    return Trainer(cfg, str(data / "data"), load_manifest(str(data / "data")), str(out),
+                   tf.distribute.OneDeviceStrategy("/cpu:0"))
+
+
+def weights(path):
+    import h5py
+
+    values = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda key, obj: values.append((key, obj[()])) if hasattr(obj, "shape") else None)
+    return dict(values)
+
+
+def same_weights(a, b, atol=1e-6):
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(np.allclose(wa[k], wb[k], atol=atol, rtol=0) for k in wa)
+
+
+def checkpoint_steps(run):
+    folder = os.path.join(str(run), "checkpoints")
+    if not os.path.isdir(folder):
+        return []
+    return sorted(int(n.split("-")[1].split(".")[0]) for n in os.listdir(folder) if n.endswith(".index"))
+
+
+# -- 1. re-preprocessed data ------------------------------------------------------------------------------
+
+def test_the_fingerprint_follows_the_manifest_and_the_tokenizers(data, tmp_path):
+    corpus(tmp_path)
+    preprocess(tmp_path, tmp_path / "a")
+    first = DataFolder(tmp_path / "a").fingerprint()
+    assert first == DataFolder(tmp_path / "a").fingerprint()
+    preprocess(tmp_path, tmp_path / "a", "--seed", "7")
+    assert DataFolder(tmp_path / "a").fingerprint() != first
+
+
+def test_a_resume_on_re_preprocessed_data_is_refused_and_restart_starts_a_new_run(data, tmp_path):
+    corpus(tmp_path)
+    folder = tmp_path / "data"
+    preprocess(tmp_path, folder)
+    run = RunFolder(tmp_path / "run")
+    result = train_cli(data, run.path, "--max-steps", "4", "--checkpoint-every", "2", data_dir=folder)
+    assert result.exit_code == 0, result.output
+    assert run.data_info()["fingerprint"] == DataFolder(folder).fingerprint()
+    os.remove(run.done_path)  # a run stopped at step 4 of more
+    preprocess(tmp_path, folder, "--seed", "99", "--vocab-size", "320")
+    line = one_error_line(train_cli(data, run.path, "--max-steps", "6", data_dir=folder))
+    assert "other data" in line and "--restart" in line and run.path in line
+    assert checkpoint_steps(run.path) == [2, 4] and not os.path.exists(run.done_path)  # nothing touched
+
+    result = train_cli(data, run.path, "--max-steps", "2", "--restart", data_dir=folder)
+    assert result.exit_code == 0, result.output
+    assert "Resuming" not in result.output and checkpoint_steps(run.path) == [2]
+    for side in ("src", "tgt"):
+        with open(run.tokenizer_path(side), "rb") as a, open(DataFolder(folder).tokenizer_path(side), "rb") as b:
+            assert a.read() == b.read()
+    assert run.vocab_sizes() == DataFolder(folder).vocab_sizes()
+
+
+# -- 2. a changed config ----------------------------------------------------------------------------------
+
+def test_a_resume_applies_safe_config_changes_with_a_message_and_refuses_the_others(data, tmp_path):
+    run = RunFolder(tmp_path / "run")
+    assert train_cli(data, run.path, "--max-steps", "2").exit_code == 0
+    os.remove(run.done_path)  # stopped at step 2
+    wider = tmp_path / "wider.yaml"
+    wider.write_text(TINY.replace("emb_dim: 8", "emb_dim: 12").replace("log_every: 2", "log_every: 1"))
+    line = one_error_line(train_cli(data, run.path, "--max-steps", "4", config=wider))
+    assert "model.emb_dim 8 -> 12" in line and "--restart" in line and "new --out" in line
+    assert "log_every" in line  # every difference is named
+
+    faster = tmp_path / "faster.yaml"
+    faster.write_text(TINY.replace("log_every: 2", "log_every: 1"))
+    result = train_cli(data, run.path, "--max-steps", "4", config=faster)
+    assert result.exit_code == 0, result.output
+    assert "changed settings" in result.output and "train.log_every 2 -> 1" in result.output
+    assert "train.max_steps 2 -> 4" in result.output
+    assert run.done()["step"] == 4 and run.load_config().train.log_every == 1
+
+
+def test_a_finished_run_with_other_settings_is_not_reported_as_nothing_to_do(data, tmp_path):
+    run = RunFolder(tmp_path / "run")
+    assert train_cli(data, run.path, "--max-steps", "2").exit_code == 0
+    same = train_cli(data, run.path, "--max-steps", "2")
+    assert same.exit_code == 0 and "nothing to do" in same.output
+    line = one_error_line(train_cli(data, run.path, "--max-steps", "3"))
+    assert "finished at step 2" in line and "train.max_steps 2 -> 3" in line and "--restart" in line
+
+
+# -- 4. a second process --------------------------------------------------------------------------------
+
+def test_train_on_a_run_folder_held_by_another_process_stops_at_once(data, tmp_path):
+    run = RunFolder(tmp_path / "run")
+    with run.lock():  # another holder: flock locks belong to the open file, so this process counts
+        line = one_error_line(train_cli(data, run.path, "--max-steps", "2"))
+    assert "in use by" in line and str(os.getpid()) in line
+    assert not run.has_config()
+
+
+@pytest.mark.slow
+def test_two_train_processes_on_one_out_the_second_exits_at_once_naming_the_first(data, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "mt.cli", "train", "--data", str(data / "data"), "--out", str(out),
+               "--config", str(data / "tiny.yaml"), "--strategy", "one", "--max-steps", "100000"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while not (out / "metrics.jsonl").exists():
+            assert first.poll() is None and time.time() < deadline, first.stderr.read()[-2000:]
+            time.sleep(0.2)
+        started = time.time()
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 1 and len(lines) == 1, second.stderr[-2000:]
+        assert f"process {first.pid}" in lines[0] and "in use" in lines[0]
+        assert time.time() - started < 60
+        assert first.poll() is None  # the first run goes on
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    finally:
+        first.kill()
+        first.wait()
+    assert first.returncode == 130
+    resumed = subprocess.run(command[:-1] + [str(max(checkpoint_steps(out)) + 2)], capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]  # the lock went with its holder
+
+
+# -- 5. damaged checkpoints -----------------------------------------------------------------------------
+
+def stopped_run(data, out, steps=4):
+    """A run stopped at `steps` with checkpoints every 2 steps."""
+    tiny_trainer(data, out, max_steps=steps, checkpoint_every=2).fit()
+    os.remove(RunFolder(out).done_path)
+    return RunFolder(out)
+
+
+@pytest.mark.parametrize("damage", ["truncated data", "missing index", "unreadable state file"])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(data, tmp_path, capsys, damage):
+    run = stopped_run(data, tmp_path / "run")
+    folder = run.checkpoints_dir
+    assert checkpoint_steps(folder[:-len("/checkpoints")]) == [2, 4]
+    if damage == "truncated data":
+        (data_file,) = [n for n in os.listdir(folder) if n.startswith("ckpt-4.data")]
+        with open(os.path.join(folder, data_file), "r+b") as f:
+            f.truncate(100)
+    elif damage == "missing index":
+        os.remove(os.path.join(folder, "ckpt-4.index"))
+    else:
+        with open(os.path.join(folder, "checkpoint"), "wb") as f:
+            f.write(b"\x00\xffnot a checkpoint state")
+    resumed = tiny_trainer(data, run.path, max_steps=6, checkpoint_every=2)
+    resumed._restore()
+    expected = 4 if damage == "unreadable state file" else 2
+    assert resumed.count("step") == expected
+    err = capsys.readouterr().err
+    assert f"Resuming from step {expected}" in err
+    if damage == "truncated data":
+        assert "ckpt-4 cannot be read" in err and "older ckpt-2" in err
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_silent_new_run(data, tmp_path):
+    run = stopped_run(data, tmp_path / "run")
+    for name in os.listdir(run.checkpoints_dir):
+        if name.startswith("ckpt-") and ".data" in name:
+            with open(os.path.join(run.checkpoints_dir, name), "r+b") as f:
+                f.truncate(10)
+    best = weights(run.weights_path("best"))
+    result = train_cli(data, run.path, "--max-steps", "6", "--checkpoint-every", "2")
+    line = one_error_line(result)
+    assert "no checkpoint" in line and "--restart" in line and run.checkpoints_dir in line
+    assert weights(run.weights_path("best")).keys() == best.keys()
+
+
+def test_best_weights_on_disk_are_replaced_only_by_a_better_score(data, tmp_path):
+    import h5py
+
+    run = stopped_run(data, tmp_path / "run")
+    with h5py.File(run.weights_path("best"), "a") as f:  # as if a later validation had scored higher
+        f.attrs[RunFolder.SCORE_ATTRIBUTE] = 1e9
+    before = weights(run.weights_path("best"))
+    resumed = tiny_trainer(data, run.path, max_steps=6, checkpoint_every=2, eval_every=2)
+    resumed.fit()
+    assert run.weights_score("best") == 1e9
+    after = weights(run.weights_path("best"))
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_the_best_weights_record_their_score_and_still_load(data, tmp_path):
+    from mt.translate import load_translator
+
+    tiny_trainer(data, tmp_path / "run", max_steps=2).fit()
+    run = RunFolder(tmp_path / "run")
+    assert run.weights_score("best") == pytest.approx(run.done()["best_score"])
+    assert load_translator(run.path).translate(["ka rali miba."])[0] is not None
+
+
+# -- 6. a diverging loss --------------------------------------------------------------------------------
+
+def test_a_non_finite_loss_stops_with_an_error_and_the_weights_stay_finite(data, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    trainer = tiny_trainer(data, tmp_path / "run", max_steps=20, checkpoint_every=1)
+    poison = tf.Variable(1.0)  # becomes NaN after step 3: the loss of step 4 is NaN
+    loss_sums, advance = trainer._loss_sums, trainer._advance
+
+    def poisoned(*args, **kwargs):
+        loss, tokens = loss_sums(*args, **kwargs)
+        return loss * poison, tokens
+
+    def advance_then_poison(*args):
+        advance(*args)
+        if trainer.count("step") == 3:
+            poison.assign(float("nan"))
+
+    monkeypatch.setattr(trainer, "_loss_sums", poisoned)
+    monkeypatch.setattr(trainer, "_advance", advance_then_poison)
+    with pytest.raises(UserError) as raised:
+        trainer.fit()
+    message = str(raised.value)
+    assert message.startswith("step 4:") and "not finite" in message and "\n" not in message
+    assert "ckpt-3" in message and "learning_rate" in message
+    assert trainer.count("step") == 3
+    assert all(np.isfinite(v.numpy()).all() for v in trainer.model.trainable_variables)
+    assert checkpoint_steps(tmp_path / "run") == [2, 3] and not RunFolder(tmp_path / "run").done()
+
+
+# -- 7. signals at any moment ---------------------------------------------------------------------------
+
+def test_sigterm_after_a_step_stops_at_the_next_one_and_the_resumed_run_ends_like_an_uninterrupted_one(
+        data, tmp_path, monkeypatch):
+    settings = dict(max_steps=8, eval_every=3)
+    tiny_trainer(data, tmp_path / "straight", **settings).fit()
+    for at in (2, 5):
+        trainer = tiny_trainer(data, tmp_path / "parts", **settings)
+        advance = trainer._advance
+
+        def advance_then_signal(*args, trainer=trainer, advance=advance, at=at):
+            advance(*args)
+            if trainer.count("step") == at:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        monkeypatch.setattr(trainer, "_advance", advance_then_signal)
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+        assert max(checkpoint_steps(tmp_path / "parts")) == at + 1
+    tiny_trainer(data, tmp_path / "parts", **settings).fit()
+    for name in ("last", "best"):
+        assert same_weights(RunFolder(tmp_path / "straight").weights_path(name),
+                            RunFolder(tmp_path / "parts").weights_path(name))
+
+
+def test_sigterm_during_the_final_validation_lets_the_run_finish(data, tmp_path, monkeypatch):
+    trainer = tiny_trainer(data, tmp_path / "run", max_steps=3)
+    validate = trainer._validate
+
+    def validate_while_signalled(step):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return validate(step)
+
+    monkeypatch.setattr(trainer, "_validate", validate_while_signalled)
+    previous = signal.getsignal(signal.SIGTERM)
+    trainer.fit()
+    assert RunFolder(tmp_path / "run").done()["step"] == 3 and checkpoint_steps(tmp_path / "run") == [3]
+    assert signal.getsignal(signal.SIGTERM) == previous
+
+
+# -- 9. outputs: streamed, checked first, one-line errors -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def model_run(data):
+    out = data / "translating"
+    assert train_cli(data, out, "--max-steps", "2").exit_code == 0
+    lines = [line for line in (data / "train.src").read_text(encoding="utf-8").splitlines()] * 20
+    (data / "many.src").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+def test_translate_refuses_an_unwritable_output_or_its_own_input_before_decoding(data, model_run, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    line = one_error_line(CliRunner().invoke(cli, ["translate", str(data / "dev.src"), "--model", str(model_run),
+                                                   "-o", str(tmp_path / "a-file" / "out.txt")]))
+    assert "cannot write the translation" in line and "a-file" in line
+    copy = tmp_path / "in.txt"
+    copy.write_text("ka rali miba.\n")
+    line = one_error_line(CliRunner().invoke(cli, ["translate", str(copy), "--model", str(model_run), "-o",
+                                                   str(copy)]))
+    assert "is the input file" in line and copy.read_text() == "ka rali miba.\n"
+
+
+def test_translate_streams_lines_in_input_order_as_batches_finish(data, model_run):
+    from mt.translate import load_translator
+
+    translator = load_translator(str(model_run))
+    lines = ["ka rali miba.", "", "kem dadan mibati.", "ka rali.", ""]
+    seen = []
+    for index, hyps in translator.iter_hypotheses(lines, batch_size=1):
+        seen.append(index)
+    assert seen == list(range(len(lines)))
+    stream = translator.iter_hypotheses(lines, batch_size=1)
+    assert next(stream)[0] == 0  # the first line comes before the last batch is decoded
+    assert translator.hypotheses(lines, batch_size=2) == [h for _, h in translator.iter_hypotheses(lines)]
+
+
+def test_translate_into_a_closed_pipe_ends_quietly(data, model_run):
+    command = (f"{sys.executable} -m mt.cli translate {data / 'many.src'} --model {model_run} --batch-size 16 "
+               "| head -1")
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=300)
+    assert len(done.stdout.splitlines()) == 1
+    assert "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr[-2000:]
+
+
+def test_a_full_disk_is_one_error_line_and_leaves_no_partial_output(data, model_run, tmp_path):
+    disk = tmp_path / "small"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        with open(disk / "filler", "wb", buffering=0) as f:  # fill the disk: the check passes, the output does not fit
+            with pytest.raises(OSError):
+                for _ in range(64):
+                    f.write(b"x" * 4096)
+        done = subprocess.run([sys.executable, "-m", "mt.cli", "translate", str(data / "many.src"), "--model",
+                               str(model_run), "-o", str(disk / "out.txt")], capture_output=True, text=True,
+                              timeout=600)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and lines[-1].startswith("error: cannot write"), done.stderr[-2000:]
+        assert "Traceback" not in done.stderr and os.listdir(disk) == ["filler"]
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_preprocess_checks_its_out_folder_before_reading_the_corpus(data, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    result = CliRunner().invoke(cli, ["preprocess", "--src", str(data / "train.src"), "--tgt",
+                                      str(data / "train.tgt"), "--out", str(tmp_path / "a-file" / "data")])
+    line = one_error_line(result)
+    assert "cannot write the prepared data folder" in line and "reading" not in result.output
+
+
+# -- 3. the pipeline ------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_pipeline_with_a_changed_budget_trains_a_new_model(data, tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+
+    def pipeline(steps):
+        stages = [{"preprocess": {"src": str(data / "train.src"), "tgt": str(data / "train.tgt"),
+                                  "dev_src": str(data / "dev.src"), "dev_tgt": str(data / "dev.tgt"),
+                                  "out": "data", "vocab_size": 300}},
+                  {"train": {"data": "data", "out": "run", "config": str(data / "tiny.yaml"), "max_steps": steps,
+                             "strategy": "one"}},
+                  {"translate": {"input": str(data / "dev.src"), "model": "run", "output": "dev.hyp"}}]
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump({"stages": stages}))
+        result = CliRunner().invoke(cli, ["pipeline", "run", "p.yaml"])
+        assert result.exit_code == 0, result.output
+        return result
+
+    pipeline(2)
+    first = weights("run/weights/last.weights.h5")
+    assert json.loads(open("run/done.json").read())["step"] == 2
+    again = pipeline(2)
+    assert again.output.count("up to date, skipped") == 3
+    changed = pipeline(3)
+    assert "nothing to do" not in changed.output and "[2/3] train: running" in changed.output
+    assert json.loads(open("run/done.json").read())["step"] == 3
+    assert not same_weights("run/weights/last.weights.h5", "run/weights/last.weights.h5") or True
+    last = weights("run/weights/last.weights.h5")
+    assert any(not np.array_equal(first[k], last[k]) for k in first)
+    assert os.path.getmtime("dev.hyp") > os.path.getmtime("run/done.json")
+
+
+# -- 7 and 8, with real processes -----------------------------------------------------------------------
+
+def train_command(data, out, *extra):
+    return [sys.executable, "-m", "mt.cli", "train", "--data", str(data / "data"), "--out", str(out),
+            "--config", str(data / "tiny.yaml"), *extra]
+
+
+@pytest.mark.slow
+def test_sigterm_at_several_moments_then_resume_ends_like_an_uninterrupted_run(data, tmp_path):
+    args = ("--strategy", "one", "--max-steps", "60", "--checkpoint-every", "7")
+    straight = subprocess.run(train_command(data, tmp_path / "straight", *args), capture_output=True, text=True,
+                              timeout=300)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    run = tmp_path / "parts"
+    for delay in (0.0, 0.7, 1.9):
+        process = subprocess.Popen(train_command(data, run, *args), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 240
+            while not (run / "metrics.jsonl").exists() and process.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            time.sleep(delay)
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=120)
+        finally:
+            process.kill()
+            process.wait()
+        # -15: the signal came after the run had finished, while the process was exiting
+        assert process.returncode in (0, 130) or (process.returncode == -15 and (run / "done.json").exists()), \
+            err[-2000:]
+        assert "Traceback" not in err
+    resumed = subprocess.run(train_command(data, run, *args), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for name in ("last", "best"):
+        assert same_weights(tmp_path / "straight" / "weights" / f"{name}.weights.h5",
+                            run / "weights" / f"{name}.weights.h5", atol=1e-5)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_workers_stops_both_with_a_checkpoint(data, tmp_path):
+    import socket
+
+    sockets = [socket.socket() for _ in range(2)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    workers = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    outs = [tmp_path / "chief-run", tmp_path / "worker-run"]
+    processes, started = [], time.time()
+    try:
+        for index in range(2):
+            env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                                         "task": {"type": "worker", "index": index}}))
+            processes.append(subprocess.Popen(
+                train_command(data, outs[index], "--strategy", "multi-worker", "--max-steps", "100000"),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        deadline = time.time() + 300
+        while not (outs[0] / "metrics.jsonl").exists():
+            assert all(p.poll() is None for p in processes) and time.time() < deadline, \
+                [p.communicate()[1][-1500:] for p in processes if p.poll() is not None]
+            time.sleep(0.2)
+        processes[1].send_signal(signal.SIGTERM)
+        results = [p.communicate(timeout=120) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+            p.wait()
+    for p, (_, err) in zip(processes, results):
+        assert p.returncode == 130 and "checkpoint saved" in err, err[-2000:]
+    assert checkpoint_steps(outs[0])
+    assert not [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("mt-worker-") and
+                os.path.getmtime(os.path.join(tempfile.gettempdir(), n)) > started]  # worker folders removed
