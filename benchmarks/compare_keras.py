@@ -54,7 +54,7 @@ def keras(args, corpus, data, out):
                 str(args.minutes), "--test-src", f"{corpus}/test.es", "--out", hyp], capture_output=True, text=True)
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     return {"name": "plain Keras", "steps": figures["steps"], "tokens_per_s": figures["tokens_per_s"],
-            "hyps": {"greedy": hyp}}
+            "mean_loss": figures.get("mean_loss"), "hyps": {"greedy": hyp}}
 
 
 def mt(args, corpus, data, out, config):

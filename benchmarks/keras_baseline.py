@@ -137,8 +137,8 @@ def main():
     model.compile(keras.optimizers.Adam(2e-3, global_clipnorm=1.0),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=[])
     budget = Budget(args.minutes)
-    model.fit(dataset(folder, "train", repeat=True), epochs=1, steps_per_epoch=10 ** 7, callbacks=[budget],
-              verbose=2)
+    history = model.fit(dataset(folder, "train", repeat=True), epochs=1, steps_per_epoch=10 ** 7,
+                        callbacks=[budget], verbose=2)
     seconds = time.time() - budget.start
     # the real target tokens of the batches trained on: the same batches, in the same order, counted
     tokens = sum(float(tf.reduce_sum(w)) for _, _, w in dataset(folder, "train", repeat=True).take(budget.steps))
@@ -149,6 +149,7 @@ def main():
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("".join(h.replace("\n", " ") + "\n" for h in hyps))
     print(json.dumps({"steps": budget.steps, "train_seconds": seconds, "tokens_per_s": tokens / seconds,
+                      "mean_loss": float(history.history["loss"][-1]),
                       "decode_seconds": time.time() - start}))
 
 
