@@ -139,8 +139,17 @@ def train(**kwargs):
 _MODELS = click.option("--model", required=True, multiple=True, type=click.Path(file_okay=False),
                        help="Run folder written by train; repeat it for an ensemble (the models' log-probabilities "
                        "averaged at every step; they need the same tokenizers).")
+def _weights_values(ctx, param, values):
+    """best, last, or a weights file's name: anything else is a usage error now, before a model loads."""
+    for value in values:
+        if value not in RunFolder.WEIGHT_NAMES and not RunFolder.is_weights_file_name(value):
+            raise click.BadParameter(f"{value!r} is neither best, last nor a file ending in "
+                                     f"{RunFolder.WEIGHTS_SUFFIX}")
+    return values
+
+
 _WEIGHTS_OF_MODELS = click.option(
-    "--weights", multiple=True, default=("best",), show_default=True,
+    "--weights", multiple=True, default=("best",), show_default=True, callback=_weights_values,
     help="Which saved weights: best, last, or a path to a weights file (as `mt average` writes); once for "
     "every --model, or once per --model in their order.")
 
