@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = """
 model: {emb_dim: 8, enc_units: 8, dec_units: 16, dropout: 0.1}
 train: {batch_tokens: 300, learning_rate: 0.003, eval_every: 1000, eval_bleu_sentences: 0, log_every: 2,
-        checkpoint_every: 1000}
+        checkpoint_every: 1000, precision: float32}
 """
 
 
