@@ -452,9 +452,15 @@ def test_accumulating_two_batches_makes_the_update_of_one_batch_holding_both(dat
     from mt.data import pad_batch
 
     def trainer(out, accumulate):
+        import keras
+
         t = tiny_trainer(data, tmp_path / out, model={"dropout": 0.0}, max_steps=10, accumulate=accumulate,
                          warmup_steps=0, schedule="constant")
         t._restore()
+        # plain gradient descent: the update is the gradient itself, so a wrong sum or scale shows (Adam's
+        # first update is nearly the gradient's sign, whatever its scale)
+        t.optimizer = keras.optimizers.SGD(1.0)
+        t.optimizer.build(t.model.trainable_variables)
         return t
 
     one, two = trainer("one", 1), trainer("two", 2)
@@ -482,6 +488,7 @@ def test_accumulating_two_batches_makes_the_update_of_one_batch_holding_both(dat
 
 ACCUMULATE_ON_REPLICAS = """
 import sys
+import keras
 import numpy as np
 import tensorflow as tf
 from mt.config import Config
@@ -497,6 +504,9 @@ def trainer(name, accumulate):
     cfg.train.schedule, cfg.train.warmup_steps = "constant", 0
     t = Trainer(cfg, data, load_manifest(data), out + "/" + name, strategy)
     t._restore()
+    with strategy.scope():  # plain gradient descent: the update is the gradient itself
+        t.optimizer = keras.optimizers.SGD(1.0)
+        t.optimizer.build(t.model.trainable_variables)
     return t
 
 strategy = make_strategy("mirrored", 2, "float32")
