@@ -41,13 +41,18 @@ def cpu_of_children():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trees", required=True, help="comma-separated checkouts; the first is the baseline")
-    parser.add_argument("--model", required=True, help="run folder written by mt train")
+    parser.add_argument("--model", required=True, help="run folder written by mt train; or one per checkout, "
+                        "comma-separated (the same weights in the layout each checkout writes)")
     parser.add_argument("--input", required=True, help="source text")
     parser.add_argument("--searches", default="greedy,beam")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     trees = args.trees.split(",")
-    model, input_path = os.path.abspath(args.model), os.path.abspath(args.input)
+    models = [os.path.abspath(m) for m in args.model.split(",")]
+    if len(models) not in (1, len(trees)):
+        parser.error("--model takes one run folder, or one per checkout")
+    model_of = dict(zip(trees, models * len(trees) if len(models) == 1 else models))
+    input_path = os.path.abspath(args.input)
     print("| search | checkout | seconds (rounds) | median | x first | CPU seconds (median) | x first | "
           "output as the first's |")
     print("|---|---|---|---:|---:|---:|---:|---|")
@@ -57,7 +62,7 @@ def main():
             outputs = {tree: os.path.join(tmp, f"{i}.{search}.out") for i, tree in enumerate(trees)}
             for _ in range(args.rounds):
                 for tree in trees:
-                    wall, used = run_once(tree, model, input_path, search, outputs[tree])
+                    wall, used = run_once(tree, model_of[tree], input_path, search, outputs[tree])
                     times[tree].append(wall)
                     cpu[tree].append(used)
             with open(outputs[trees[0]], "rb") as f:
