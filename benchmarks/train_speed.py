@@ -114,21 +114,23 @@ class Variant:
         if option == "loop":  # without input feeding, the step loop rather than the parallel attention
             self.trainer.model.parallel_teacher_forcing = False
         dataset = self.trainer._distributed_dataset(0, 0)
-        self.step = tf.function(self.trainer._train_step,
-                                input_signature=[dataset.element_spec, tf.TensorSpec([], tf.float32),
-                                                 tf.TensorSpec([], tf.float32)])
+        scalar, count = tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int64)
+        self.step = tf.function(self.trainer._train_step, autograph=False, input_signature=[
+            dataset.element_spec, tf.TensorSpec([2], tf.float32), scalar, count, count])
         iterator = iter(dataset)
         self.batches = [next(iterator) for _ in range(args.batches)]
         self.tokens = 0.0
-        self.flag = tf.constant(0.0)
-        self.rate = tf.constant(cfg.train.learning_rate, tf.float32)  # a constant rate: speed does not depend on it
+        self.flags = tf.constant([0.0, 0.0])  # neither out of time nor asked to stop
+        # a constant rate and position: the speed depends on neither
+        self.position = (tf.constant(cfg.train.learning_rate, tf.float32), tf.constant(0, tf.int64),
+                         tf.constant(0, tf.int64))
         for batch in self.batches[:2]:  # trace and warm up
-            self.step(batch, self.flag, self.rate)
+            self.step(batch, self.flags, *self.position)
 
     def time_round(self):
         start, tokens = time.perf_counter(), 0.0
         for batch in self.batches:
-            _, batch_tokens, _, _ = self.step(batch, self.flag, self.rate)
+            _, batch_tokens, _, _, _ = self.step(batch, self.flags, *self.position)
             tokens += float(batch_tokens)
         self.tokens = tokens  # target tokens in one round (the same every round)
         return tokens / (time.perf_counter() - start)
