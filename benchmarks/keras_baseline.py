@@ -95,9 +95,9 @@ class Budget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def greedy(encoder, step, tokenizer, lines, batch=64):
+def greedy(encoder, step, src_tokenizer, tgt_tokenizer, lines, batch=64):
     out = [""] * len(lines)
-    encoded = tokenizer.encode(lines)
+    encoded = src_tokenizer.encode(lines)
     order = sorted(range(len(lines)), key=lambda i: len(encoded[i]))
     step_fn = tf.function(lambda *a: step(list(a)))
     for k in range(0, len(order), batch):
@@ -119,7 +119,7 @@ def greedy(encoder, step, tokenizer, lines, batch=64):
             if done.all():
                 break
         for r, i in enumerate(rows):
-            out[i] = tokenizer.decode([result[r]])[0]
+            out[i] = tgt_tokenizer.decode([result[r]])[0]
     return out
 
 
@@ -145,7 +145,8 @@ def main():
     with open(args.test_src, encoding="utf-8") as f:
         lines = [line.strip() for line in f.read().splitlines()]
     start = time.time()
-    hyps = greedy(encoder, step, Tokenizer(folder.tokenizer_path("tgt")), lines)
+    hyps = greedy(encoder, step, Tokenizer(folder.tokenizer_path("src")), Tokenizer(folder.tokenizer_path("tgt")),
+                  lines)
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("".join(h.replace("\n", " ") + "\n" for h in hyps))
     print(json.dumps({"steps": budget.steps, "train_seconds": seconds, "tokens_per_s": tokens / seconds,
