@@ -95,6 +95,7 @@ def _configured(config, overrides):
         if value is not None:
             setattr(cfg.train, key, value)
     cfg.check()
+    schedule.resolve(cfg.train.schedule, cfg.train.max_steps, cfg.train.max_minutes)  # a decay needs its budget
     cfg.train.precision = resolve_precision(cfg.train.precision)
     return cfg
 
