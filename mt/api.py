@@ -194,12 +194,13 @@ class ExportedModel:
         import tensorflow as tf
 
         asked = search_options(settings)
-        differing = [f"{name} {getattr(self.options, name)!r}" for name in settings
-                     if getattr(asked, name) != getattr(self.options, name)]
-        if differing or batch_size is not None:
-            fixed = ", ".join(differing) if differing else f"batch_size {self.record['batch_size']}"
-            raise UserError(f"{self.path} was exported with {fixed}: an exported model's settings are chosen at "
-                            "export (mt export ...); load the run folder for others")
+        differing = [f"{name} {getattr(asked, name)!r} (exported: {getattr(self.options, name)!r})"
+                     for name in settings if getattr(asked, name) != getattr(self.options, name)]
+        if batch_size is not None and batch_size != self.record["batch_size"]:
+            differing.append(f"batch_size {batch_size!r} (exported: {self.record['batch_size']})")
+        if differing:
+            raise UserError(f"{self.path} cannot translate with {', '.join(differing)}: an exported model's "
+                            "settings are chosen at export (mt export ...); load the run folder for others")
         single = isinstance(text, str)
         lines = [text] if single else list(text)
         if not all(isinstance(line, str) for line in lines):
