@@ -97,8 +97,10 @@ def build_module(translator, options, batch_size, record):
 
     module = tf.Module()
     module.model = model  # tracked: its variables are saved with the graph
-    module.src_pieces = text_ops.SentencepieceTokenizer(_read_bytes(translator.src_tok.path))
-    module.tgt_pieces = text_ops.SentencepieceTokenizer(_read_bytes(translator.tgt_tok.path))
+    # a name each: two unnamed SentencePiece models in one SavedModel come back from loading as one (the
+    # first), and the target side would be decoded with the source model
+    module.src_pieces = text_ops.SentencepieceTokenizer(_read_bytes(translator.src_tok.path), name="source_pieces")
+    module.tgt_pieces = text_ops.SentencepieceTokenizer(_read_bytes(translator.tgt_tok.path), name="target_pieces")
     metadata = json.dumps(record, sort_keys=True)
 
     def translate(text):

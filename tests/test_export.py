@@ -19,12 +19,14 @@ from mt.folders import ExportFolder
 pytest.importorskip("tensorflow_text")
 
 WORDS = ["kat", "hund", "maus", "vogel", "fisch", "baum", "haus", "see"]
+TARGET_WORDS = ["cat", "dog", "mouse", "bird", "fish", "tree", "house", "lake"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A run folder with a tiny random model: its outputs are long and near ties are common, so a
-    difference in the graph's arithmetic or order would show."""
+    difference in the graph's arithmetic or order would show. The two sides' tokenizers differ, so that
+    decoding with the wrong one would show too."""
     import tensorflow as tf
 
     from mt.config import Config, ModelConfig
@@ -33,9 +35,8 @@ def run_dir(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("run")
     rng = np.random.default_rng(0)
-    text = [" ".join(rng.choice(WORDS, 5)) for _ in range(200)]
-    for side in ("src", "tgt"):
-        train_tokenizer(text, folder / f"{side}.spm", 280, seed=1)
+    for side, words in (("src", WORDS), ("tgt", TARGET_WORDS)):
+        train_tokenizer([" ".join(rng.choice(words, 5)) for _ in range(200)], folder / f"{side}.spm", 280, seed=1)
     sizes = {side: Tokenizer(str(folder / f"{side}.spm.model")).vocab_size for side in ("src", "tgt")}
     config = Config()
     config.model = ModelConfig(emb_dim=16, enc_units=12, dec_units=24, dropout=0.0)
