@@ -9,7 +9,8 @@ loading left out, compiling the search included) and the whole command's; then a
 `python -I -S` (no mt on its path) that imports TensorFlow and tensorflow-text, loads the SavedModel and
 translates the lines in one call, twice: the time to the loaded model, the first call's time (the graph's
 first run included) and the second's, and the whole process's time.
-The outputs are compared line by line.
+The outputs are compared line by line. `--plain-env` sets environment variables of that process alone
+(mt sets TF_ENABLE_ONEDNN_OPTS=1 for itself; TensorFlow alone uses oneDNN only on CPUs with AVX-512).
 """
 
 import argparse
@@ -52,9 +53,10 @@ def mt_command(*args):
     return [sys.executable, "-m", "mt.cli", *args]
 
 
-def timed(command, **kwargs):
+def timed(command, env=None, **kwargs):
     start = time.time()
-    out = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), **kwargs)
+    out = subprocess.run(command, capture_output=True, text=True, env=env or dict(os.environ, PYTHONPATH=ROOT),
+                         **kwargs)
     if out.returncode:
         sys.exit(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
     return out, time.time() - start
@@ -65,7 +67,11 @@ def main():
     parser.add_argument("--model", required=True, help="run folder")
     parser.add_argument("--input", required=True, help="source text")
     parser.add_argument("--lines", type=int, default=200, help="the first this many lines of --input")
+    parser.add_argument("--plain-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable of the TensorFlow-alone process only, e.g. "
+                        "TF_ENABLE_ONEDNN_OPTS=0 for TensorFlow's Eigen kernels where mt runs oneDNN's")
     args = parser.parse_args()
+    plain_env = dict(os.environ, **dict(item.split("=", 1) for item in args.plain_env))
     site = sysconfig.get_paths()["purelib"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="export-check-") as work:
@@ -83,7 +89,7 @@ def main():
             reported = float(re.search(r"translated \d+ lines in ([\d.]+) s", out.stderr).group(1))
             theirs = os.path.join(work, "plain.txt")
             out, plain_seconds = timed([sys.executable, "-I", "-S", "-c", PLAIN, site, folder, source, theirs],
-                                       cwd=work)
+                                       env=plain_env, cwd=work)
             plain = json.loads(out.stdout.strip().splitlines()[-1])
             with open(ours, encoding="utf-8") as a, open(theirs, encoding="utf-8") as b:
                 first, second = a.read().split("\n"), b.read().split("\n")
