@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from mt.cli import cli
 from mt.folders import ExportFolder
+from tiny_run import make_tiny_run
 
 pytest.importorskip("tensorflow_text")
 
@@ -27,26 +28,7 @@ def run_dir(tmp_path_factory):
     """A run folder with a tiny random model: its outputs are long and near ties are common, so a
     difference in the graph's arithmetic or order would show. The two sides' tokenizers differ, so that
     decoding with the wrong one would show too."""
-    import tensorflow as tf
-
-    from mt.config import Config, ModelConfig
-    from mt.model import build_model
-    from mt.tokenizer import Tokenizer, train_tokenizer
-
-    folder = tmp_path_factory.mktemp("run")
-    rng = np.random.default_rng(0)
-    for side, words in (("src", WORDS), ("tgt", TARGET_WORDS)):
-        train_tokenizer([" ".join(rng.choice(words, 5)) for _ in range(200)], folder / f"{side}.spm", 280, seed=1)
-    sizes = {side: Tokenizer(str(folder / f"{side}.spm.model")).vocab_size for side in ("src", "tgt")}
-    config = Config()
-    config.model = ModelConfig(emb_dim=16, enc_units=12, dec_units=24, dropout=0.0)
-    config.train.precision = "float32"  # as `mt train` writes it, resolved
-    config.save(str(folder / "config.yaml"))
-    (folder / "data.json").write_text(json.dumps({"src_vocab": sizes["src"], "tgt_vocab": sizes["tgt"]}))
-    (folder / "weights").mkdir()
-    tf.keras.utils.set_random_seed(1)
-    build_model(config.model, sizes["src"], sizes["tgt"]).save_weights(str(folder / "weights/best.weights.h5"))
-    return folder
+    return make_tiny_run(tmp_path_factory.mktemp("run"), WORDS, TARGET_WORDS)
 
 
 def sample_lines(count=70, seed=0):
