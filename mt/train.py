@@ -37,16 +37,19 @@ SAFE_CHANGES = ("train.batch_tokens", "train.max_steps", "train.max_minutes", "t
 
 
 def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_replicas=0, precision=None,
-        checkpoint_every=None, restart=False, init_from=None, init_weights="best"):
+        checkpoint_every=None, restart=False, init_from=None, init_weights="best", worker_timeout=None):
     """`mt train`: create or resume the run folder OUT from the prepared data folder DATA; `restart`
     discards what OUT holds and starts a new run there.
 
     `init_from`: a new run starts from the weights (`init_weights`: best or last) of that trained run,
     with its model settings, a fresh optimizer and step count; the train settings are --config's when
-    given, else that run's."""
+    given, else that run's.
+
+    `worker_timeout`: seconds without a heartbeat after which a multi-worker run counts a task as gone
+    (default: mt.distribute.WORKER_TIMEOUT)."""
     import contextlib
 
-    from mt.distribute import chief_in_tf_config, make_strategy
+    from mt.distribute import WORKER_TIMEOUT, chief_in_tf_config, make_strategy
 
     data_folder = DataFolder(data)
     manifest = data_folder.manifest()
@@ -65,8 +68,9 @@ def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_re
         cfg = resumed_config(run_folder, data_folder, config, overrides)
         if cfg is None:
             return
-        Trainer(cfg, data_folder, manifest, out, make_strategy(strategy, cpu_replicas, cfg.train.precision),
-                init_weights=init).fit()
+        timeout = WORKER_TIMEOUT if worker_timeout is None else worker_timeout
+        strategy = make_strategy(strategy, cpu_replicas, cfg.train.precision, timeout)
+        Trainer(cfg, data_folder, manifest, out, strategy, init_weights=init).fit()
 
 
 def init_config(source, data, config, weights):
@@ -315,8 +319,9 @@ class Trainer:
             # the model and its optimizer must come back whole: a checkpoint of another model would
             # otherwise leave the weights it lacks as they were initialized, without a word
             try:
-                tf.train.Checkpoint(model=self.model, optimizer=self.optimizer).restore(
-                    path).assert_existing_objects_matched()
+                check = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer).restore(path)
+                check.assert_existing_objects_matched()
+                check.expect_partial()  # (what it leaves, the counters and RNG states, is restored next)
                 self.checkpoint.restore(path).expect_partial()
             except (AssertionError, ValueError) as e:
                 raise UserError(f"{path} does not hold this model's weights ({str(e).splitlines()[0][:200]}): "
@@ -540,6 +545,20 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------------
 
     def fit(self):
+        """Train until the budget, early stopping or a stop request ends the run."""
+        import tensorflow as tf
+
+        try:
+            self._fit()
+        except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+                tf.errors.AbortedError) as e:
+            # a collective operation (a step's all-reduce, or a checkpoint's read of summed variables)
+            # failed: another task of the cluster is gone
+            if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                self._worker_lost(e)
+            raise
+
+    def _fit(self):
         import tensorflow as tf
 
         self._restore()
@@ -573,25 +592,19 @@ class Trainer:
                     flags = tf.constant([float(self._time_is_up()), float(self.stop_requested)])
                     position = (tf.constant(rate, tf.float32), tf.constant(epoch, tf.int64),
                                 tf.constant(number, tf.int64))
-                    try:
-                        if self.accumulated:
-                            # an update every train.accumulate batches; the position moves only with an
-                            # update, so batches accumulated when the run stops are read again on resume
-                            pending["tokens"] += float(accumulate_fn(batch))
-                            pending["batches"] += 1
-                            if pending["batches"] < self.tc.accumulate:
-                                continue
-                            tokens = pending["tokens"]
-                            pending.update(batches=0, tokens=0.0)
-                            loss_sum, flags, norm, finite = apply_fn(tf.constant(tokens, tf.float32), flags,
-                                                                     *position)
-                        else:
-                            loss_sum, tokens, flags, norm, finite = step_fn(batch, flags, *position)
-                    except (tf.errors.UnavailableError, tf.errors.CancelledError,
-                            tf.errors.DeadlineExceededError) as e:
-                        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-                            self._worker_lost(e)
-                        raise
+                    if self.accumulated:
+                        # an update every train.accumulate batches; the position moves only with an
+                        # update, so batches accumulated when the run stops are read again on resume
+                        pending["tokens"] += float(accumulate_fn(batch))
+                        pending["batches"] += 1
+                        if pending["batches"] < self.tc.accumulate:
+                            continue
+                        tokens = pending["tokens"]
+                        pending.update(batches=0, tokens=0.0)
+                        loss_sum, flags, norm, finite = apply_fn(tf.constant(tokens, tf.float32), flags,
+                                                                 *position)
+                    else:
+                        loss_sum, tokens, flags, norm, finite = step_fn(batch, flags, *position)
                     if not bool(finite):
                         self._diverged(float(loss_sum) / max(float(tokens), 1.0), float(norm), rate)
                     self._advance(epoch, number, float(loss_sum), float(tokens), float(norm), rate)
@@ -630,17 +643,23 @@ class Trainer:
         self.log.say(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)")
 
     def _worker_lost(self, error):
-        """Stop a multi-worker run whose collective step failed: another task of the cluster is gone (no
-        collective checkpoint can be written without it)."""
-        from mt.distribute import remove_worker_folder
+        """Stop a multi-worker run whose collective operation failed because another task is gone: no
+        collective checkpoint can be written without it, and the chief's last one is left as it is."""
+        from mt.distribute import cluster_spec, heartbeat_timeout, lost_worker, remove_worker_folder
 
         self.log.flush()
         remove_worker_folder(self.own.path, self.chief)
-        latest = self.manager.latest_checkpoint
-        kept = f"the last checkpoint is {os.path.basename(latest)}" if latest else "no checkpoint was written yet"
-        raise UserError(f"another worker of the cluster stopped at step {self.count('step') + 1} "
-                        f"({str(error).splitlines()[0][:160]}); {kept}: start every worker again with the same "
-                        "command to resume") from None
+        resolver = self.strategy.cluster_resolver
+        gone = lost_worker(str(error), cluster_spec().get("cluster", {}), (resolver.task_type, resolver.task_id),
+                           heartbeat_timeout())
+        if self.chief:
+            newest = self._checkpoints()[0]
+            kept = (f"{self.run.path} keeps its last checkpoint, {os.path.basename(newest[0])}" if newest else
+                    f"{self.run.path} holds no checkpoint yet")
+        else:
+            kept = "the chief's run folder keeps its last checkpoint"
+        raise UserError(f"{gone}: training stopped in step {self.count('step') + 1}; {kept}: start every worker "
+                        "again with the same command to resume from it") from None
 
     def _diverged(self, loss, norm, rate):
         """Stop the run at a step whose loss or gradient norm is not finite (its update was not applied)."""
