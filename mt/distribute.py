@@ -9,16 +9,20 @@
 
 Everything here must run before TensorFlow initializes its devices (before the first op).
 
-A multi-worker run notices a lost worker through the heartbeats of TensorFlow's coordination service,
-whose timeout (`--worker-timeout`) is set here; `lost_worker` names the task a failed collective blames.
+A multi-worker run waits at most `--join-timeout` for its cluster to form, then notices a lost worker
+through the heartbeats of TensorFlow's coordination service, whose timeout (`--worker-timeout`) is set
+here; `lost_worker` names the task that a failed collective operation blames.
 Workers other than the chief write their checkpoints to temporary folders, held (flock) while they live,
 so that a worker that died without removing its folder has it removed by the next one on that machine.
 """
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 
 from mt.errors import UserError
@@ -27,6 +31,7 @@ from mt.runtime import native_bfloat16
 
 STRATEGIES = ("auto", "one", "mirrored", "multi-worker", "tpu")
 WORKER_TIMEOUT = 10.0  # seconds without a heartbeat before a task counts as gone: TensorFlow's own default
+JOIN_TIMEOUT = 600.0  # seconds to wait for every task to join: a worker that failed at its start never does
 WORKER_FOLDER_PREFIX = "mt-worker-"
 _HELD = {}  # worker folder -> the file descriptor of this process's lock on it
 
@@ -58,9 +63,11 @@ def resolve_precision(precision, cpuinfo="/proc/cpuinfo"):
     return "mixed_bfloat16" if native_bfloat16(cpuinfo) else "float32"
 
 
-def make_strategy(name, cpu_replicas=0, precision="float32", worker_timeout=WORKER_TIMEOUT):
+def make_strategy(name, cpu_replicas=0, precision="float32", worker_timeout=WORKER_TIMEOUT,
+                  join_timeout=JOIN_TIMEOUT):
     """Create the strategy (and the mixed precision policy) before any model is built; a multi-worker
-    strategy counts a task as gone after `worker_timeout` seconds without its heartbeat."""
+    strategy waits `join_timeout` seconds at most for every task to join, and counts a task as gone after
+    `worker_timeout` seconds without its heartbeat."""
     import keras
     import tensorflow as tf
 
@@ -71,12 +78,12 @@ def make_strategy(name, cpu_replicas=0, precision="float32", worker_timeout=WORK
     gpus = tf.config.list_physical_devices("GPU")  # (listing logical devices would start the runtime)
     if name == "auto":
         name = "multi-worker" if tasks > 1 else "mirrored" if len(gpus) > 1 or cpu_replicas > 1 else "one"
-    strategy = _create(name, tasks, cpu_replicas, gpus, worker_timeout)
+    strategy = _create(name, tasks, cpu_replicas, gpus, worker_timeout, join_timeout)
     keras.mixed_precision.set_global_policy(precision)
     return strategy
 
 
-def _create(name, tasks, cpu_replicas, gpus, worker_timeout):
+def _create(name, tasks, cpu_replicas, gpus, worker_timeout, join_timeout):
     import tensorflow as tf
 
     if name == "multi-worker":  # collective ops must be set up before anything else starts the runtime
@@ -84,8 +91,18 @@ def _create(name, tasks, cpu_replicas, gpus, worker_timeout):
             raise UserError("--strategy multi-worker needs TF_CONFIG naming the cluster; see docs/distributed.md")
         if cpu_replicas:
             raise UserError("--cpu-replicas is for one machine; with multi-worker each worker is one replica")
-        watch_heartbeats(cluster_spec()["cluster"], worker_timeout)
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        config = cluster_spec()
+        watch_heartbeats(config["cluster"], worker_timeout)
+        if join_timeout <= 0:
+            raise UserError(f"--join-timeout must be a positive number of seconds, got {join_timeout:g}")
+        task = config["task"]
+        others = [_describe(t, config["cluster"]) for t in _all_tasks(config["cluster"])
+                  if t != (task.get("type"), int(task.get("index", 0)))]
+        missing = others[0] if len(others) == 1 else f"one of {', '.join(others)}"
+        with bounded_wait(join_timeout, f"the cluster did not form within {join_timeout:g} s: {missing} did "
+                          "not join; start every worker with the same command (a worker that failed at its "
+                          "start says why in its own output), or give --join-timeout more time"):
+            return tf.distribute.MultiWorkerMirroredStrategy()
     if cpu_replicas:
         split_cpu(cpu_replicas)
     if name == "mirrored":
@@ -168,6 +185,36 @@ def lost_worker(message, cluster, own, timeout=None):
         why = "a collective operation timed out"
     name = "another task" if blamed is None else _describe(blamed, cluster)
     return f"{name} is gone" + (f" ({why})" if why else "")
+
+
+_WATCH = """
+import os, select, signal, sys
+seconds, pid, message = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if not select.select([sys.stdin], [], [], seconds)[0]:
+    sys.stderr.write("error: " + message + "\\n")
+    sys.stderr.flush()
+    os.kill(pid, signal.SIGKILL)
+"""
+
+
+@contextlib.contextmanager
+def bounded_wait(seconds, message):
+    """Stop this process with the one-line error `message` when the block has not ended within `seconds`.
+
+    The watch runs in a child process: TensorFlow waits for the cluster in native code that holds Python's
+    lock, so no thread or signal handler of this process would run meanwhile, and only SIGKILL is sure to
+    end the wait. The child ends quietly when the block ends or this process dies (the pipe closes)."""
+    child = subprocess.Popen([sys.executable, "-c", _WATCH, str(seconds), str(os.getpid()), message],
+                             stdin=subprocess.PIPE)
+    try:
+        yield
+    finally:
+        child.stdin.close()
+        child.wait()
+
+
+def _all_tasks(cluster):
+    return [(job, index) for job in ("chief", "worker") for index in range(len(cluster.get(job, [])))]
 
 
 def _tasks(text):

@@ -396,6 +396,22 @@ def test_the_temporary_folder_of_a_dead_worker_is_removed_by_the_next_worker(tmp
     assert distribute.worker_folder(str(tmp_path / "run"), chief=True) == str(tmp_path / "run")
 
 
+def test_a_bounded_wait_ends_the_process_with_an_error_line_only_when_it_is_overrun(tmp_path):
+    """The watch on the wait for a cluster to form (TensorFlow waits in native code, deaf to Python)."""
+    code = ("import sys, time; from mt.distribute import bounded_wait\n"
+            "with bounded_wait(float(sys.argv[1]), 'the wait was too long'):\n    time.sleep(float(sys.argv[2]))\n"
+            "print('went on')")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    started = time.time()
+    overrun = subprocess.run([sys.executable, "-c", code, "0.5", "60"], capture_output=True, text=True, env=env,
+                             timeout=60)
+    assert overrun.returncode == -signal.SIGKILL and time.time() - started < 30
+    assert overrun.stderr == "error: the wait was too long\n" and not overrun.stdout
+    in_time = subprocess.run([sys.executable, "-c", code, "30", "0.1"], capture_output=True, text=True, env=env,
+                             timeout=60)
+    assert in_time.returncode == 0 and in_time.stdout == "went on\n" and not in_time.stderr
+
+
 # -- 9. outputs: streamed, checked first, one-line errors -----------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -542,9 +558,9 @@ def test_sigterm_at_several_moments_then_resume_ends_like_an_uninterrupted_run(d
                             run / "weights" / f"{name}.weights.h5", atol=1e-5)
 
 
-def start_workers(data, out, tmp, *extra):
-    """Two workers of one cluster on 127.0.0.1 (free ports) training into the folder `out` (as on a shared
-    file system), with their temporary folders in `tmp` and their stderr in files there.
+def start_workers(data, out, tmp, *extra, indexes=(0, 1)):
+    """The workers `indexes` of a cluster of two on 127.0.0.1 (free ports) training into the folder `out`
+    (as on a shared file system), with their temporary folders in `tmp` and their stderr in files there.
     Returns [(process, address, stderr path)]."""
     import socket
 
@@ -556,7 +572,7 @@ def start_workers(data, out, tmp, *extra):
         s.close()
     os.makedirs(tmp, exist_ok=True)
     started = []
-    for index in range(2):
+    for index in indexes:
         env = dict(os.environ, TMPDIR=str(tmp), TF_CONFIG=json.dumps({"cluster": {"worker": workers},
                                                                       "task": {"type": "worker", "index": index}}))
         err = os.path.join(tmp, f"worker-{index}-{time.time():.3f}.err")
@@ -649,6 +665,23 @@ def test_a_lost_worker_stops_the_other_with_an_error_naming_it_and_the_run_resum
     assert f"Resuming from step {saved[-1]}" in chief and "warning" not in chief
     assert json.loads((run / "done.json").read_text())["step"] == saved[-1] + 4
     assert not worker_folders(tmp)
+
+
+@pytest.mark.slow
+def test_a_worker_that_never_joins_stops_the_other_after_the_join_timeout(data, tmp_path):
+    run, tmp = tmp_path / "run", tmp_path / "tmp"
+    started = time.time()
+    [(chief, _, err)] = start_workers(data, run, tmp, "--max-steps", "10", "--join-timeout", "5", indexes=(0,))
+    try:
+        chief.wait(timeout=120)
+    finally:
+        chief.kill()
+        chief.wait()
+    err = open(err).read()
+    line = one_error_line_of(err)
+    assert chief.returncode == -signal.SIGKILL and time.time() - started < 60  # (TensorFlow's start included)
+    assert "did not form within 5 s: worker 1 (127.0.0.1:" in line and "Traceback" not in err
+    assert not checkpoint_steps(run) and not worker_folders(tmp)
 
 
 def one_error_line_of(stderr):
