@@ -166,7 +166,8 @@ def lost_worker(message, cluster, own, timeout=None):
     `own` this task's (job, index).
 
     TensorFlow names a task that missed its heartbeats after "unhealthy", the peer of a failed call as its
-    "remote target"; a heartbeat to the coordination service that times out blames the service's host."""
+    "remote target" (or by its address when it could not connect); a heartbeat to the coordination service
+    that times out blames the service's host."""
     timeout = f" for {timeout:g} s" if timeout else ""
     blamed, why = None, None
     for marker, reason in (("unhealthy", f"it sent no heartbeat{timeout}"),
@@ -181,6 +182,9 @@ def lost_worker(message, cluster, own, timeout=None):
     if blamed is None:
         found = [t for t in _tasks(message) if t != own]
         blamed = found[0] if found else None
+    if blamed is None:  # a call that could not connect names the peer's address
+        found = [t for t in _all_tasks(cluster) if t != own and cluster[t[0]][t[1]] in message]
+        blamed, why = (found[0], "its connection was lost") if found else (None, why)
     if why is None and "timed out" in message:
         why = "a collective operation timed out"
     name = "another task" if blamed is None else _describe(blamed, cluster)

@@ -370,6 +370,10 @@ def test_a_lost_worker_is_named_from_the_error_of_the_failed_collective():
     with_chief = {"chief": ["10.0.0.9:2222"], **workers}
     assert (lost_worker(SILENT_SERVICE, with_chief, ("worker", 0), 20.0) ==
             "the chief (10.0.0.9:2222) is gone (it answered no heartbeat for 20 s)")
+    refused = ("Graph execution error:\n\nCollective ops is aborted by: failed to connect to all addresses; last "
+               "error: UNKNOWN: ipv4:10.0.0.3:2222: Failed to connect to remote host: Connection refused")
+    assert (lost_worker(refused, workers, ("worker", 0)) ==
+            "worker 2 (10.0.0.3:2222) is gone (its connection was lost)")
     assert lost_worker("Graph execution error:", workers, ("worker", 0)) == "another task is gone"
 
 
