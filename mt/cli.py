@@ -117,6 +117,11 @@ _PRECISION = click.option("--precision", type=click.Choice(["auto", "float32", "
               "cluster, mirrored with several GPUs, else one device.")
 @click.option("--cpu-replicas", default=0, help="Split the CPU into N logical devices and train data-parallel "
               "on them (to try mirrored training without GPUs).")
+@click.option("--join-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Multi-worker: how long to wait for every task of the cluster to join (default 600).")
+@click.option("--worker-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Multi-worker: a task that sends no heartbeat for this long counts as gone, and the others "
+              "stop with an error naming it (default 10).")
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
               help="Compute precision (overrides the config); mixed_float16 uses loss scaling; auto: "
               "mixed_bfloat16 where the CPU has bfloat16 products in hardware (AVX-512 BF16, AMX) and no "

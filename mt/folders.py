@@ -286,7 +286,16 @@ class RunFolder:
     @contextlib.contextmanager
     def lock(self):
         """Hold the run folder for this process while the block runs; a second holder is refused at once
-        with a UserError naming the process that holds it.
+        with a UserError naming the process that holds it."""
+        fd = self.hold()
+        try:
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def hold(self):
+        """Take the run folder's lock for this process and return its file descriptor, whose closing
+        releases it; a UserError naming the holder when another process holds it.
 
         An advisory lock (flock) on a file in the folder: the kernel releases it when its holder exits in
         any way, SIGKILL included, so a crashed run never leaves the folder locked."""
@@ -302,9 +311,10 @@ class RunFolder:
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"`mt train` (process {os.getpid()} on {socket.gethostname()})\n".encode(), 0)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
     # -- weights and tokenizers -----------------------------------------------------------------------
 
