@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = """
 model: {emb_dim: 8, units: 16, layers: 2, dropout: 0.0}
 train: {batch_size: 4, bptt: 16, learning_rate: 0.01, eval_every: 20, log_every: 5, checkpoint_every: 10,
-        eval_chunk: 32}
+        eval_chunk: 32, precision: float32}
 """
 C_LINES = ["static int add(int a, int b) {", "\treturn a + b; /* sum */", "}", "",
            'const char *s = "x(y";  // a string', "int t[3] = {1, (2), 3};"]
@@ -146,6 +146,26 @@ def test_a_shorter_backward_length_cuts_the_gradient_inside_the_chunk(tf):
     grad = tf.convert_to_tensor(tape.gradient(after_cut, model.embedding.embeddings)).numpy()
     assert np.abs(grad[4]).max() == 0.0 and np.abs(grad[5]).max() > 0.0
     np.testing.assert_allclose(out.numpy(), plain.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn", "gru"])
+def test_the_recurrent_kernels_gradient_taken_after_the_loop_is_the_gradient_of_autodiff(tf, cell, monkeypatch):
+    from mt.lm.model import LanguageModel
+
+    model = tiny_model(tf, cell)
+    ids = tf.constant(np.random.RandomState(2).randint(4, 12, size=(3, 20)), tf.int32)
+    state = tuple(tuple(tf.random.normal(tf.shape(s), seed=1) for s in layer) for layer in model.zero_state(3))
+
+    def gradients():
+        with tf.GradientTape() as tape:
+            outputs, _ = model.run(ids, state, cuts=(8,))
+            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=model.logits(outputs)))
+        return [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, model.trainable_variables)]
+
+    tapped = gradients()
+    monkeypatch.setattr(LanguageModel, "recurrent_taps", False)
+    for a, b, v in zip(tapped, gradients(), model.trainable_variables):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=v.path)
 
 
 # -- resuming ---------------------------------------------------------------------------------------------

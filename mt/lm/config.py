@@ -10,6 +10,7 @@ from mt.config import CELLS, CONFIG_DIR, Sections, choice, positive
 from mt.errors import UserError
 
 VOCABS = ("char", "byte")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 
 
 @dataclass
@@ -60,6 +61,9 @@ class LMTrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 50
     seed: int = 42
+    # auto: bfloat16 products where the CPU has them in hardware and no GPU is used, else float32 (as
+    # `mt train`); the states, gates and the softmax stay float32
+    precision: str = "auto"
 
     def check(self):
         for name in ("batch_size", "bptt", "eval_every", "eval_chunk", "checkpoint_every", "keep_checkpoints",
@@ -72,6 +76,7 @@ class LMTrainConfig:
             raise UserError("train.learning_rate and train.clip_norm must be positive")
         if not 0.0 <= self.dev_fraction < 1.0:
             raise UserError(f"train.dev_fraction must be in [0, 1), got {self.dev_fraction}")
+        choice("train.precision", self.precision, PRECISIONS)
         if not 0.0 <= self.final_lr <= 1.0:
             raise UserError(f"train.final_lr must be in [0, 1], got {self.final_lr}")
         from mt.schedule import resolve

@@ -20,7 +20,10 @@ import tensorflow as tf
 
 from mt.lm.config import LMModelConfig
 from mt.model import NEG_INF, RecurrentCell, init, run_recurrence
+from mt.runtime import avx512
 from mt.tokenizer import BOS
+
+WIDE_PRODUCTS_RUN_FULL = avx512()  # no need to widen the recurrent kernels (see recurrent_kernel)
 
 
 class LMState(NamedTuple):
@@ -32,6 +35,8 @@ class LMState(NamedTuple):
 
 class LanguageModel(keras.Model):
     """Embedding, `layers` recurrent cells of `units`, and an output layer over the vocabulary."""
+
+    recurrent_taps = True  # the recurrent kernels' gradients leave the time loop (see recurrent_tap)
 
     def __init__(self, config: LMModelConfig, vocab_size, never=(), **kwargs):
         super().__init__(**kwargs)
@@ -76,12 +81,13 @@ class LanguageModel(keras.Model):
             if i:
                 x = self.dropout(x, training=training)
             xw = cell.project(x)
+            kernel = self.recurrent_kernel(cell)
             outputs, at_keep = [], None
             for start, end in zip(bounds[:-1], bounds[1:]):
                 if start == keep:
                     at_keep = cell_state
                 part = xw if len(bounds) == 2 else xw[:, start:end]
-                out, cell_state = run_recurrence(cell, part, None, tuple(cell_state))
+                out, cell_state = self.recurrence(cell, part, tuple(cell_state), kernel)
                 outputs.append(out)
                 if detach:
                     cell_state = tuple(tf.stop_gradient(s) for s in cell_state)
@@ -92,11 +98,30 @@ class LanguageModel(keras.Model):
             return layers, tuple(kept)
         return self.dropout(x, training=training), tuple(kept)
 
+    def recurrent_kernel(self, cell):
+        """The cell's recurrent kernel in the compute dtype, prepared once for the loops of a call: widened
+        (mt/model.py: widen) where the CPU lacks AVX-512, as measured on an AVX2 CPU; with AVX-512 the
+        widening gains nothing in the forward products and its per-step pad in the backward loop cost 13%
+        of a training step (docs/lm.md)."""
+        return cell._cast(cell.recurrent) if WIDE_PRODUCTS_RUN_FULL else cell.widened(cell.recurrent)
+
+    def recurrence(self, cell, xw, state, kernel):
+        """run_recurrence over the projected inputs xw [B, T, G] from `state` with the prepared `kernel`;
+        for LSTM and vanilla RNN cells (recurrent_taps) the kernel's gradient leaves the loop (see
+        recurrent_tap)."""
+        if not self.recurrent_taps or cell.kind == "gru":
+            return run_recurrence(cell, xw, None, state, recurrent=kernel)
+        loop = {}
+        outputs, final = run_recurrence(cell, recurrent_tap(xw, kernel, loop), None, state,
+                                        recurrent=tf.stop_gradient(kernel))
+        loop["previous"] = tf.concat([state[0][:, None], outputs[:, :-1]], 1)
+        return outputs, final
+
     def logits(self, outputs):
         """Hidden states [..., H] -> float32 logits [..., V], no probability on the ids no text holds."""
         kernel, bias = self.output_layer.kernel, self.output_layer.bias
         shape = tf.shape(outputs)
-        flat = tf.reshape(outputs, [-1, shape[-1]])
+        flat = tf.reshape(tf.cast(outputs, kernel.dtype), [-1, shape[-1]])  # float32 (dropout may give bfloat16)
         logits = tf.nn.bias_add(tf.matmul(flat, kernel), bias + self.never_mask)
         return tf.reshape(logits, tf.concat([shape[:-1], [self.vocab_size]], 0))
 
@@ -114,7 +139,7 @@ class LanguageModel(keras.Model):
 
         At the first step the search passes BOS, which no text holds: the row reads its pending id (the
         last character of the prime) instead. The recurrent kernels are prepared once, outside the loop."""
-        recurrent = [cell.widened(cell.recurrent) for cell in self.cells]
+        recurrent = [self.recurrent_kernel(cell) for cell in self.cells]
 
         def step(ids, state):
             x = self.embedding(tf.where(tf.equal(ids, BOS), state.pending, ids))
@@ -126,6 +151,33 @@ class LanguageModel(keras.Model):
             return self.logits(x), LMState(tuple(new), state.pending), None
 
         return step
+
+
+def recurrent_tap(xw, kernel, loop):
+    """xw itself, through which the gradient of the recurrent `kernel` leaves the time loop.
+
+    In an LSTM or vanilla RNN step the recurrent product h_{t-1} @ U is added to the projected input xw_t
+    before any nonlinearity, so the gradient reaching xw_t is the gradient of that product's output, and
+    the gradient of U is the sum over t of h_{t-1} (x) d xw_t. Differentiated inside the loop, every step of
+    the backward loop would form that outer product and add it to a running [H, G] sum: a product of a few
+    dozen rows and a pass over the whole kernel a step. Instead the loop multiplies by U without gradient,
+    and here, once the backward loop has handed out d xw for every step, the kernel's gradient is one
+    product over all steps. `loop["previous"]` must hold h_{t-1} [B, T, H] for every step (the caller sets
+    it after the loop). A widened kernel gets zero gradient in its extra columns."""
+
+    @tf.custom_gradient
+    def tap(xw, kernel):
+        def grad(d_xw):
+            previous = tf.stop_gradient(loop["previous"])
+            flat = tf.reshape(tf.cast(previous, kernel.dtype), [-1, previous.shape[-1]])
+            d_flat = tf.reshape(tf.cast(d_xw, kernel.dtype), [-1, d_xw.shape[-1]])
+            d_kernel = tf.matmul(flat, d_flat, transpose_a=True)
+            extra = kernel.shape[-1] - d_kernel.shape[-1]
+            return d_xw, tf.pad(d_kernel, [[0, 0], [0, extra]]) if extra else d_kernel
+
+        return tf.identity(xw), grad
+
+    return tap(xw, kernel)
 
 
 def build_model(config: LMModelConfig, vocab):
@@ -146,6 +198,7 @@ def load_model(run_dir, weights="best"):
     vocab = Vocabulary.from_record(folder.read_vocab(), folder.vocab_path)
     config = folder.load_config()
     path = folder.existing_weights(weights)
+    keras.mixed_precision.set_global_policy(config.train.precision)  # the products of training
     with weights_to_be_loaded():
         model = build_model(config.model, vocab)
     try:

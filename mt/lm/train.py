@@ -66,12 +66,17 @@ def fingerprint(texts, dev):
 
 
 def configured(config, overrides):
-    """The LMConfig of `config` (a path, a shipped name, an LMConfig or None), with the overrides, checked."""
+    """The LMConfig of `config` (a path, a shipped name, an LMConfig or None), with the overrides, checked,
+    its precision resolved (the snapshot records what was used)."""
+    from mt.distribute import resolve_precision
+
     cfg = LMConfig.from_dict(config.to_dict()) if isinstance(config, LMConfig) else LMConfig.load(config)
     for key, value in overrides.items():
         if value is not None:
             setattr(cfg.train, key, value)
-    return cfg.check()
+    cfg.check()
+    cfg.train.precision = resolve_precision(cfg.train.precision)
+    return cfg
 
 
 def resumed_config(folder, prints, config, overrides):
@@ -114,6 +119,7 @@ class LMTrainer:
 
         self.cfg, self.tc, self.run = cfg, cfg.train, folder
         keras.utils.set_random_seed(self.tc.seed)
+        keras.mixed_precision.set_global_policy(self.tc.precision)
         self.log = RunLog(folder, unit="chars", speed_key="chars_per_s", bits=True)
         self._prepare(texts, dev)
         self._build_state()
@@ -280,7 +286,7 @@ class LMTrainer:
         s = self.streams
         self.log.say(f"training on {len(self.train_ids):,} characters ({self.vocab.kind} vocabulary of "
                      f"{self.vocab.size} ids) as {s.batch} streams of {s.length:,}, {s.chunks:,} updates an epoch, "
-                     f"{self.model.count_params():,} parameters, run folder {self.run.path}")
+                     f"{self.model.count_params():,} parameters, {self.tc.precision}, run folder {self.run.path}")
         self.clock = Clock.started(self.count("step"))
         self.stop_requested = False
         previous = {sig: signal.signal(sig, self._request_stop) for sig in STOP_SIGNALS}
