@@ -501,3 +501,29 @@ def test_inspect_cells_on_a_language_model_prints_the_table_and_writes_the_page(
     html = page.read_text()
     assert "Hidden units of the language model" in html and "unit <code>lstm_0:3</code>" in html
     assert html.count("title=\"newline") == 40  # one span per character, the newlines included
+
+
+# -- the pipeline -----------------------------------------------------------------------------------------
+
+
+def test_a_pipeline_trains_evaluates_and_samples_and_skips_the_trained_stage_the_second_time(
+        tf, tmp_path, monkeypatch, capsys):
+    from mt.pipeline import run
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.txt").write_text(c_text(150))
+    (tmp_path / "d.txt").write_text(c_text(30))
+    tiny_config(tmp_path)
+    (tmp_path / "lm.yaml").write_text("""
+stages:
+  - lm train: {text: t.txt, dev_text: [d.txt], out: run, config: tiny.yaml, max_steps: 6}
+  - lm evaluate: {model: run, text: d.txt}
+  - lm sample: {model: run, prime: "int ", length: 20, seed: 3}
+""")
+    run("lm.yaml", cli.commands)
+    first = capsys.readouterr().out
+    assert "bits per character" in first and "int " in first
+    assert json.loads((tmp_path / "run" / "done.json").read_text())["step"] == 6
+    run("lm.yaml", cli.commands)
+    second = capsys.readouterr().out
+    assert "[1/3] lm train: up to date, skipped" in second and "bits per character" in second

@@ -21,7 +21,7 @@ class LMModelConfig:
     min_count: int = 1
     cell: str = "lstm"  # lstm | gru | rnn: the cells of the translation model (mt/model.py)
     emb_dim: int = 64
-    units: int = 512
+    units: int = 256
     layers: int = 2
     # on the embeddings, between layers and before the softmax (not on the recurrent connections); off
     # by default: a run of minutes sees less than one pass over a large text and does not overfit
@@ -43,7 +43,7 @@ class LMTrainConfig:
     # backpropagates through `bptt_backward` of them (0: the same). Longer: the window reaches back over
     # the characters before, read again from the state carried at its start; shorter: the gradient is cut
     # every bptt_backward characters inside the chunk
-    bptt: int = 128
+    bptt: int = 100
     bptt_backward: int = 0
     learning_rate: float = 2e-3  # Adam; the peak rate of the schedule
     schedule: str = "constant"  # constant | cosine | linear | inverse_sqrt | auto (mt/schedule.py)
