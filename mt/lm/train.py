@@ -376,6 +376,6 @@ class LMTrainer:
         self._save_checkpoint()
         self.run.save_weights(self.model, "last")
         self.run.write_done({"step": step, "reason": reason, "best_score": float(self.best.numpy()),
-                             "epoch": self.count("epoch")})
+                             "epoch": self.count("epoch"), "train_seconds": round(self._train_seconds(), 3)})
         self.log.flush()
         self.log.say(f"finished at step {step} ({reason}); weights in {self.run.weights_dir}")
