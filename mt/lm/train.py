@@ -369,13 +369,13 @@ class LMTrainer:
                         f"train.clip_norm (now {self.tc.clip_norm:g}), then resume or run with --restart")
 
     def _finish(self, reason):
-        step = self.count("step")
+        step, seconds = self.count("step"), self._train_seconds()  # the training time, the final validation left out
         if reason != "early_stopping":
             self._save_checkpoint()  # the steps since the last checkpoint survive a kill during validation
             self._validate(step)
         self._save_checkpoint()
         self.run.save_weights(self.model, "last")
         self.run.write_done({"step": step, "reason": reason, "best_score": float(self.best.numpy()),
-                             "epoch": self.count("epoch"), "train_seconds": round(self._train_seconds(), 3)})
+                             "epoch": self.count("epoch"), "train_seconds": round(seconds, 3)})
         self.log.flush()
         self.log.say(f"finished at step {step} ({reason}); weights in {self.run.weights_dir}")
