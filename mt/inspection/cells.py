@@ -174,16 +174,16 @@ def render_page(path, run_dir, source, pieces, activations, names, r, top, shown
                      "Hidden units of the encoder", meta, note, lines, names, r, top, shown, FEATURES)
 
 
-def write_units_page(path, title, heading, meta, note, lines, names, r, top, shown, features):
+def write_units_page(path, title, heading, meta, note, lines, names, r, top, shown, features, pieces="pieces"):
     """A page of units: the table of the units that follow each feature best, then the text coloured by
     each shown unit. `lines`: per line of text, ([(shown text, tooltip) per piece], activations [n, U]);
-    `meta` and `note` are HTML."""
+    `meta` and `note` are HTML; `pieces` names what the text is cut into."""
     from mt.inspection import html
 
     parts = [f"<h1>{html.escape(heading)}</h1>", f'<p class="meta">{meta}</p>', f'<p class="note">{note}</p>',
              "<h2>Units that follow simple features</h2>",
              '<table class="list"><tr><th>feature</th><th>units with the largest |r| (Pearson, over all '
-             "pieces)</th></tr>"]
+             f"{pieces})</th></tr>"]
     for feature, units in top.items():
         cells = (", ".join(f"<code>{html.escape(u)}</code> {v:+.2f}" for u, v in units)
                  if units else "constant in this text")

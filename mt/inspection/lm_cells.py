@@ -202,7 +202,8 @@ def render_page(path, run_dir, source, text, activations, names, r, best, shown)
             "<code>rnn_L</code>, layer L) after each character, between -1 and 1; the text is read as one "
             "stream, from the zero state.")
     write_units_page(path, f"Hidden units: {os.path.basename(os.path.normpath(run_dir))}",
-                     "Hidden units of the language model", meta, note, lines, names, r, best, shown, FEATURES)
+                     "Hidden units of the language model", meta, note, lines, names, r, best, shown, FEATURES,
+                     pieces="characters")
 
 
 def run(model, src, input, out, units, top, max_sentences, weights):

@@ -101,8 +101,7 @@ class LanguageModel(keras.Model):
     def recurrent_kernel(self, cell):
         """The cell's recurrent kernel in the compute dtype, prepared once for the loops of a call: widened
         (mt/model.py: widen) where the CPU lacks AVX-512, as measured on an AVX2 CPU; with AVX-512 the
-        widening gains nothing in the forward products and its per-step pad in the backward loop cost 13%
-        of a training step (docs/lm.md)."""
+        widening gains nothing in the forward products and made a training step dearer (docs/lm.md)."""
         return cell._cast(cell.recurrent) if WIDE_PRODUCTS_RUN_FULL else cell.widened(cell.recurrent)
 
     def recurrence(self, cell, xw, state, kernel):
