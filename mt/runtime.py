@@ -71,15 +71,25 @@ def usable_cores():
     return os.cpu_count() or 1
 
 
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The CPU's feature flags (empty where /proc/cpuinfo cannot tell)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    except OSError:
+        return set()
+
+
 def native_bfloat16(cpuinfo="/proc/cpuinfo"):
     """True when the CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX); elsewhere TensorFlow
     emulates bfloat16 products, slower than float32 ones."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = cpu_flags(cpuinfo)
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def avx512(cpuinfo="/proc/cpuinfo"):
+    """True when the CPU has AVX-512 (its foundation instructions)."""
+    return "avx512f" in cpu_flags(cpuinfo)
 
 
 @contextlib.contextmanager

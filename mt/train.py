@@ -13,7 +13,6 @@ mt/validation.py, the progress lines, metrics and TensorBoard logs in mt/runlog.
 
 import math
 import os
-import re
 import signal
 from dataclasses import dataclass
 
@@ -23,6 +22,8 @@ from mt import schedule
 from mt.averaging import MovingAverage, nothing
 from mt.errors import UserError
 from mt.folders import DataFolder, RunFolder
+from mt.resume import (RESTART_HINT, Stop, check_resumed_settings, checkpoint_files, drop_damaged_state_file,
+                       restore_newest, signals_held)
 from mt.runlog import Clock, RunLog
 from mt.validation import DevBleu, Validator, read_dev_sample
 
@@ -105,7 +106,7 @@ def lost_worker_error(error, strategy, run, step=None):
     resolver = strategy.cluster_resolver
     gone = lost_worker(str(error), cluster_spec().get("cluster", {}), (resolver.task_type, resolver.task_id),
                        heartbeat_timeout())
-    newest = checkpoint_files(run)[0]  # (a worker sees the chief's on a shared file system)
+    newest = checkpoint_files(run.checkpoints_dir)[0]  # (a worker sees the chief's on a shared file system)
     again = "start every worker again with the same command"
     if newest:
         then = f"{run.path} keeps its last checkpoint, {os.path.basename(newest[0])}: {again} to resume from it"
@@ -115,20 +116,6 @@ def lost_worker_error(error, strategy, run, step=None):
         then = f"the chief's run folder keeps its last checkpoint, if any: {again} to resume from it"
     when = f" in step {step}" if step else ""
     return UserError(f"{gone}: training stopped{when}; {then}")
-
-
-def checkpoint_files(run):
-    """(the run folder's checkpoint prefixes with an index file, newest first; whether its checkpoints
-    folder holds any checkpoint file at all). Read from the files themselves: the `checkpoint` state file
-    may be damaged or lag."""
-    try:
-        names = os.listdir(run.checkpoints_dir)
-    except FileNotFoundError:
-        return [], False
-    steps = sorted((int(m.group(1)) for m in (re.fullmatch(r"ckpt-(\d+)\.index", n) for n in names) if m),
-                   reverse=True)
-    return ([os.path.join(run.checkpoints_dir, f"ckpt-{step}") for step in steps],
-            any(n.startswith("ckpt-") for n in names))
 
 
 def init_config(source, data, config, weights):
@@ -162,43 +149,21 @@ def _configured(config, overrides):
     return cfg
 
 
-def flat_settings(cfg):
-    return {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()}
-
-
 def resumed_config(run_folder, data_folder, config, overrides):
     """The config to train with: a new run's from --config; a resumed run's from its snapshot, with the
     safe changes that --config or the options ask for; None when the run has finished and nothing changed.
 
     A resumed run must go on with the data and the settings it started with: other data, or a change to
     anything else than SAFE_CHANGES, is a UserError suggesting --restart or a new --out."""
-    fix = "run with --restart to start a new run there (its checkpoints and weights are discarded) or train into a new --out"
     if not run_folder.has_config():
         return _configured(config, overrides)
     recorded = run_folder.data_info().get("fingerprint") if run_folder.is_run() else None
     if recorded is not None and recorded != data_folder.fingerprint():
         raise UserError(f"{run_folder.path} was trained on other data than {data_folder.path} holds now (its "
-                        f"manifest or tokenizers changed since): {fix}")
+                        f"manifest or tokenizers changed since): {RESTART_HINT}")
     stored = run_folder.load_config()
     requested = _configured(config if config else stored, overrides)
-    before, after = flat_settings(stored), flat_settings(requested)
-    changed = [key for key in after if before.get(key) != after[key]]
-    unsafe = [key for key in changed if key not in SAFE_CHANGES]
-    described = ", ".join(f"{key} {before.get(key)!r} -> {after[key]!r}" for key in changed)
-    if unsafe:
-        raise UserError(f"{run_folder.path} was started with other settings, which a resumed run cannot change "
-                        f"({described}): {fix}")
-    done = run_folder.done()
-    if done is not None:
-        if changed:
-            raise UserError(f"{run_folder.path}: the run finished at step {done['step']} ({done['reason']}) "
-                            f"with other settings ({described}): {fix}")
-        click.echo(f"{run_folder.path}: run already finished at step {done['step']} ({done['reason']}); "
-                   "nothing to do")
-        return None
-    if changed:
-        click.echo(f"{run_folder.path}: resuming with changed settings: {described}", err=True)
-    return requested
+    return requested if check_resumed_settings(run_folder, stored, requested, SAFE_CHANGES) else None
 
 
 def load_manifest(data):
@@ -244,10 +209,6 @@ class Counters:
     def checkpointed(self):
         return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                 "bad_evals": self.bad_evals, "best": self.best, "train_seconds": self.train_seconds}
-
-
-class Stop(Exception):
-    """Raised by the loop on a stop request (SIGTERM, Ctrl-C): save a checkpoint and exit."""
 
 
 class Trainer:
@@ -349,53 +310,20 @@ class Trainer:
         self.counters.train_seconds.assign(self._train_seconds())
         self.manager.save(checkpoint_number=self.count("step"))
 
-    def _checkpoints(self):
-        return checkpoint_files(self.run)
-
     def _drop_damaged_state_file(self):
-        """Remove a `checkpoints/checkpoint` state file that cannot be read: the checkpoints themselves say
-        which exist (see _checkpoints), and the next save writes a new state file."""
-        import tensorflow as tf
-
-        try:
-            tf.train.get_checkpoint_state(self.own.checkpoints_dir)
-        except (tf.errors.OpError, UnicodeDecodeError, ValueError) as e:
-            path = self.own.checkpoint_state_path
-            self.log.say(f"warning: {path} cannot be read ({str(e).splitlines()[0][:120]}); it is rebuilt from "
-                         "the checkpoint files")
-            os.remove(path)
+        drop_damaged_state_file(self.own, self.log.say)
 
     def _restore(self):
         import tensorflow as tf
 
-        candidates, any_files = self._checkpoints()
-        damaged = []
-        for path in candidates:
-            # the model and its optimizer must come back whole: a checkpoint of another model would
-            # otherwise leave the weights it lacks as they were initialized, without a word
-            try:
-                check = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer).restore(path)
-                check.assert_existing_objects_matched()
-                check.expect_partial()  # (what it leaves, the counters and RNG states, is restored next)
-                self.checkpoint.restore(path).expect_partial()
-            except (AssertionError, ValueError) as e:
-                raise UserError(f"{path} does not hold this model's weights ({str(e).splitlines()[0][:200]}): "
-                                "it was written by another model or version; train into a new --out") from None
-            except (tf.errors.OpError, IndexError, OSError) as e:  # a truncated or missing file: try the one before
-                damaged.append((path, str(e).splitlines()[0][:200]))
-                continue
-            if damaged:
-                self.log.say(f"warning: checkpoint {os.path.basename(damaged[0][0])} cannot be read "
-                             f"({damaged[0][1]}); resuming from the older {os.path.basename(path)}")
+        # the model and its optimizer must come back whole: a checkpoint of another model would otherwise
+        # leave the weights it lacks as they were initialized, without a word
+        required = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        if restore_newest(self.run.checkpoints_dir, required, self.checkpoint, self.log.say):
             self.log.say(f"Resuming from step {self.count('step')}")
             if self.average and not int(self.average.updates.numpy()):
                 self.average.reset()  # a checkpoint from before averaging was on
-            break
         else:
-            if any_files:  # never a silent new run over the checkpoints of an old one
-                why = f" ({damaged[0][1]})" if damaged else " (no index file)"
-                raise UserError(f"no checkpoint in {self.run.checkpoints_dir} can be read{why}: restore them "
-                                "from a copy, or run with --restart to start the run again")
             if self.init_weights:
                 self.model.load_weights(self.init_weights)
                 self.log.say(f"starting from the weights of {self.init_weights}")
@@ -673,13 +601,9 @@ class Trainer:
                         raise Stop()
             except (KeyboardInterrupt, Stop):
                 # a further Ctrl-C or SIGTERM must not cut the checkpoint short: both wait until it is written
-                held = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-                try:
+                with signals_held():
                     self._save_checkpoint()
                     self.log.flush()
-                finally:
-                    for s, handler in held.items():
-                        signal.signal(s, handler)
                 self.log.say(f"\ninterrupted at step {self.count('step')}: checkpoint saved; run the same "
                              "command again to resume")
                 raise KeyboardInterrupt from None
