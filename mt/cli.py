@@ -59,6 +59,7 @@ def cli():
     mt translate input.txt --model RUN_A --model RUN_B -o out.txt    (ensemble)
     mt score --model RUN --src test.es --tgt test.en
     mt average RUN --last 5 --out RUN/averaged.weights.h5
+    mt export --model RUN --out DIR    (a TensorFlow SavedModel that translates)
     mt evaluate --ref ref.txt --hyp out.txt
     mt pipeline run pipelines/quickstart.yaml
     mt lm train --text input.txt --out RUN                           (a character language model)
@@ -117,6 +118,11 @@ _PRECISION = click.option("--precision", type=click.Choice(["auto", "float32", "
               "cluster, mirrored with several GPUs, else one device.")
 @click.option("--cpu-replicas", default=0, help="Split the CPU into N logical devices and train data-parallel "
               "on them (to try mirrored training without GPUs).")
+@click.option("--join-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Multi-worker: how long to wait for every task of the cluster to join (default 600).")
+@click.option("--worker-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Multi-worker: a task that sends no heartbeat for this long counts as gone, and the others "
+              "stop with an error naming it (default 10).")
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
               help="Compute precision (overrides the config); mixed_float16 uses loss scaling; auto: "
               "mixed_bfloat16 where the CPU has bfloat16 products in hardware (AVX-512 BF16, AMX) and no "
@@ -210,6 +216,37 @@ def serve(**kwargs):
     SIGTERM or Ctrl-C: stop accepting, answer the requests in flight, exit.
     """
     from mt import serve as stage_module
+
+    return stage(stage_module.run)(**kwargs)
+
+
+@cli.command()
+@click.option("--model", required=True, type=click.Path(file_okay=False), help="Run folder written by train.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the SavedModel "
+              "in: new or empty (see --force). Written beside it under a temporary name, renamed when whole.")
+@search_options(n_best=False)
+@click.option("--batch-size", type=int, default=None, help="Sentences decoded together inside the SavedModel. "
+              "Default: 320 rows of the search, i.e. 320 sentences for greedy search and sampling, 320 / beam "
+              "size for beam search (the batches of `mt translate --workers 1`).")
+@click.option("--weights", default="best", show_default=True,
+              callback=lambda ctx, param, value: _weights_values(ctx, param, [value])[0],
+              help="Which saved weights: best, last, or a path to a weights file (as `mt average` writes).")
+@_PRECISION
+@click.option("--force", is_flag=True, help="Replace --out even if it holds something.")
+def export(**kwargs):
+    """Export a run as a TensorFlow SavedModel that translates strings with TensorFlow alone.
+
+    \b
+    import tensorflow as tf, tensorflow_text
+    f = tf.saved_model.load(DIR).signatures["serving_default"]
+    f(text=tf.constant(["una frase"]))["translations"]
+
+    The signature serving_default maps text (a batch of strings) to translations, scores and log_probs;
+    SentencePiece and the search run inside the graph, with the search settings given here (the defaults
+    of `mt translate`), recorded in DIR/assets.extra/mt-export.json and the signature info. Needs
+    pip install 'mt[export]' (tensorflow-text).
+    """
+    from mt import export as stage_module
 
     return stage(stage_module.run)(**kwargs)
 

@@ -89,9 +89,11 @@ class TrainConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         choice("train.precision", self.precision, TRAIN_PRECISIONS)
-        from mt.schedule import resolve
+        from mt.schedule import SCHEDULES
 
-        resolve(self.schedule, self.max_steps, self.max_minutes)
+        # only the name here: the budget a decay needs may still come from the command line, and the
+        # trainer resolves the schedule against the final budget
+        choice("train.schedule", self.schedule, SCHEDULES)
         if self.warmup_steps < 0 or not 0.0 <= self.final_lr <= 1.0:
             raise UserError("train.warmup_steps must be 0 or more and train.final_lr in [0, 1]")
         if not 0.0 <= self.ema_decay < 1.0:

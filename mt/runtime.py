@@ -1,5 +1,6 @@
-"""Process-level facts and switches: TensorFlow's quiet import, the usable cores, native bfloat16, and
-whether the process's TensorFlow settings belong to the running stage alone.
+"""Process-level facts and switches: TensorFlow's quiet import (and tensorflow-text's, for exported
+models), the usable cores, native bfloat16, and whether the process's TensorFlow settings belong to the
+running stage alone.
 
 Nothing here imports TensorFlow at module level, so every command (and `mt --help`) may import it.
 """
@@ -38,6 +39,28 @@ def import_tensorflow_quietly():
         os.close(saved)
         if hide_matplotlib and sys.modules.get("matplotlib", False) is None:
             del sys.modules["matplotlib"]
+
+
+EXPORT_EXTRA = "pip install 'mt[export]' (tensorflow-text 2.21.*, the release matching TensorFlow 2.21)"
+
+
+def import_tensorflow_text(needed_for="an exported model"):
+    """Import tensorflow_text, which registers the SentencePiece ops of exported models; a UserError
+    telling how to install it when it is missing or does not fit the installed TensorFlow."""
+    import_tensorflow_quietly()
+    try:
+        import tensorflow_text
+    except ImportError:
+        from mt.errors import UserError
+
+        raise UserError(f"{needed_for} needs tensorflow-text, which is not installed: {EXPORT_EXTRA}") from None
+    except Exception as e:  # its op library built for another TensorFlow: undefined symbols
+        from mt.errors import UserError
+
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{needed_for} needs tensorflow-text matching TensorFlow, and it failed to load "
+                        f"({first}): {EXPORT_EXTRA}") from None
+    return tensorflow_text
 
 
 def usable_cores():

@@ -22,8 +22,8 @@ from mt import schedule
 from mt.averaging import MovingAverage, nothing
 from mt.errors import UserError
 from mt.folders import DataFolder, RunFolder
-from mt.resume import (RESTART_HINT, Stop, check_resumed_settings, drop_damaged_state_file, restore_newest,
-                       signals_held)
+from mt.resume import (RESTART_HINT, Stop, check_resumed_settings, checkpoint_files, drop_damaged_state_file,
+                       restore_newest, signals_held)
 from mt.runlog import Clock, RunLog
 from mt.validation import DevBleu, Validator, read_dev_sample
 
@@ -38,16 +38,21 @@ SAFE_CHANGES = ("train.batch_tokens", "train.max_steps", "train.max_minutes", "t
 
 
 def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_replicas=0, precision=None,
-        checkpoint_every=None, restart=False, init_from=None, init_weights="best"):
+        checkpoint_every=None, restart=False, init_from=None, init_weights="best", worker_timeout=None,
+        join_timeout=None):
     """`mt train`: create or resume the run folder OUT from the prepared data folder DATA; `restart`
     discards what OUT holds and starts a new run there.
 
     `init_from`: a new run starts from the weights (`init_weights`: best or last) of that trained run,
     with its model settings, a fresh optimizer and step count; the train settings are --config's when
-    given, else that run's."""
+    given, else that run's.
+
+    Multi-worker: `join_timeout` bounds the wait for every task to join (default:
+    mt.distribute.JOIN_TIMEOUT); a task that sends no heartbeat for `worker_timeout` seconds counts as gone
+    (default: mt.distribute.WORKER_TIMEOUT), and the others stop with an error naming it."""
     import contextlib
 
-    from mt.distribute import chief_in_tf_config, make_strategy
+    from mt.distribute import JOIN_TIMEOUT, WORKER_TIMEOUT, chief_in_tf_config, make_strategy
 
     data_folder = DataFolder(data)
     manifest = data_folder.manifest()
@@ -66,8 +71,51 @@ def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_re
         cfg = resumed_config(run_folder, data_folder, config, overrides)
         if cfg is None:
             return
-        Trainer(cfg, data_folder, manifest, out, make_strategy(strategy, cpu_replicas, cfg.train.precision),
-                init_weights=init).fit()
+        strategy = make_strategy(strategy, cpu_replicas, cfg.train.precision,
+                                 WORKER_TIMEOUT if worker_timeout is None else worker_timeout,
+                                 JOIN_TIMEOUT if join_timeout is None else join_timeout)
+        try:
+            trainer = Trainer(cfg, data_folder, manifest, out, strategy, init_weights=init)
+        except lost_worker_errors() as e:  # (creating the variables broadcasts their first values)
+            if is_multi_worker(strategy):
+                raise lost_worker_error(e, strategy, run_folder) from None
+            raise
+        trainer.fit()
+
+
+def lost_worker_errors():
+    """The errors of a collective operation that failed because another task of the cluster is gone."""
+    import tensorflow as tf
+
+    return (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+            tf.errors.AbortedError)
+
+
+def is_multi_worker(strategy):
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def lost_worker_error(error, strategy, run, step=None):
+    """The UserError of a multi-worker run whose collective operation failed with `error` because another
+    task is gone: it names that task and the checkpoint to resume from (no collective checkpoint can be
+    written without the lost task, and the chief's last one is left as it is)."""
+    from mt.distribute import cluster_spec, heartbeat_timeout, is_chief, lost_worker
+
+    resolver = strategy.cluster_resolver
+    gone = lost_worker(str(error), cluster_spec().get("cluster", {}), (resolver.task_type, resolver.task_id),
+                       heartbeat_timeout())
+    newest = checkpoint_files(run)[0]  # (a worker sees the chief's on a shared file system)
+    again = "start every worker again with the same command"
+    if newest:
+        then = f"{run.path} keeps its last checkpoint, {os.path.basename(newest[0])}: {again} to resume from it"
+    elif is_chief(strategy):
+        then = f"{run.path} holds no checkpoint yet: {again}"
+    else:
+        then = f"the chief's run folder keeps its last checkpoint, if any: {again} to resume from it"
+    when = f" in step {step}" if step else ""
+    return UserError(f"{gone}: training stopped{when}; {then}")
 
 
 def init_config(source, data, config, weights):
@@ -96,6 +144,7 @@ def _configured(config, overrides):
         if value is not None:
             setattr(cfg.train, key, value)
     cfg.check()
+    schedule.resolve(cfg.train.schedule, cfg.train.max_steps, cfg.train.max_minutes)  # a decay needs its budget
     cfg.train.precision = resolve_precision(cfg.train.precision)
     return cfg
 
@@ -169,21 +218,26 @@ class Trainer:
         """`data`: the DataFolder (or its path) and `manifest` its manifest; `out`: the run folder's path."""
         import keras
 
-        from mt.distribute import is_chief, worker_folder
+        from mt.distribute import is_chief, remove_worker_folder, worker_folder
 
         self.cfg, self.tc, self.strategy, self.init_weights = cfg, cfg.train, strategy, init_weights
         self.data = data if isinstance(data, DataFolder) else DataFolder(data)
         self.run = RunFolder(out)
         self.chief = is_chief(strategy)
-        # the chief writes the run folder, the other tasks their checkpoints in a temporary folder
+        # the chief writes the run folder, the other tasks their checkpoints in a temporary folder, removed
+        # when fit() ends in any way (or here, when the trainer cannot be made)
         self.own = RunFolder(worker_folder(out, self.chief))
-        keras.utils.set_random_seed(self.tc.seed)
-        self.src_vocab, self.tgt_vocab = self.data.vocab_sizes()
-        if self.chief:
-            prepare_run_folder(self.run, self.data, manifest, cfg)
-        self.log = RunLog(self.run if self.chief else None)
-        self._load_data()
-        self._build_state()
+        try:
+            keras.utils.set_random_seed(self.tc.seed)
+            self.src_vocab, self.tgt_vocab = self.data.vocab_sizes()
+            if self.chief:
+                prepare_run_folder(self.run, self.data, manifest, cfg)
+            self.log = RunLog(self.run if self.chief else None)
+            self._load_data()
+            self._build_state()
+        except BaseException:
+            remove_worker_folder(self.own.path, self.chief)
+            raise
 
     def _load_data(self):
         from mt.data import Batcher
@@ -265,7 +319,7 @@ class Trainer:
         # the model and its optimizer must come back whole: a checkpoint of another model would otherwise
         # leave the weights it lacks as they were initialized, without a word
         required = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
-        if restore_newest(self.run.checkpoints_dir, required, self.checkpoint, self.log.say):
+        if restore_newest(self.run, required, self.checkpoint, self.log.say):
             self.log.say(f"Resuming from step {self.count('step')}")
             if self.average and not int(self.average.updates.numpy()):
                 self.average.reset()  # a checkpoint from before averaging was on
@@ -474,6 +528,22 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------------
 
     def fit(self):
+        """Train until the budget, early stopping or a stop request ends the run."""
+        from mt.distribute import remove_worker_folder
+
+        try:
+            self._fit()
+        except lost_worker_errors() as e:
+            # a collective operation (a step's all-reduce, or a checkpoint's read of summed variables)
+            # failed: another task of the cluster is gone
+            if is_multi_worker(self.strategy):
+                self.log.flush()
+                raise lost_worker_error(e, self.strategy, self.run, self.count("step") + 1) from None
+            raise
+        finally:
+            remove_worker_folder(self.own.path, self.chief)  # a task's own checkpoints go with it
+
+    def _fit(self):
         import tensorflow as tf
 
         self._restore()
@@ -507,25 +577,19 @@ class Trainer:
                     flags = tf.constant([float(self._time_is_up()), float(self.stop_requested)])
                     position = (tf.constant(rate, tf.float32), tf.constant(epoch, tf.int64),
                                 tf.constant(number, tf.int64))
-                    try:
-                        if self.accumulated:
-                            # an update every train.accumulate batches; the position moves only with an
-                            # update, so batches accumulated when the run stops are read again on resume
-                            pending["tokens"] += float(accumulate_fn(batch))
-                            pending["batches"] += 1
-                            if pending["batches"] < self.tc.accumulate:
-                                continue
-                            tokens = pending["tokens"]
-                            pending.update(batches=0, tokens=0.0)
-                            loss_sum, flags, norm, finite = apply_fn(tf.constant(tokens, tf.float32), flags,
-                                                                     *position)
-                        else:
-                            loss_sum, tokens, flags, norm, finite = step_fn(batch, flags, *position)
-                    except (tf.errors.UnavailableError, tf.errors.CancelledError,
-                            tf.errors.DeadlineExceededError) as e:
-                        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-                            self._worker_lost(e)
-                        raise
+                    if self.accumulated:
+                        # an update every train.accumulate batches; the position moves only with an
+                        # update, so batches accumulated when the run stops are read again on resume
+                        pending["tokens"] += float(accumulate_fn(batch))
+                        pending["batches"] += 1
+                        if pending["batches"] < self.tc.accumulate:
+                            continue
+                        tokens = pending["tokens"]
+                        pending.update(batches=0, tokens=0.0)
+                        loss_sum, flags, norm, finite = apply_fn(tf.constant(tokens, tf.float32), flags,
+                                                                 *position)
+                    else:
+                        loss_sum, tokens, flags, norm, finite = step_fn(batch, flags, *position)
                     if not bool(finite):
                         self._diverged(float(loss_sum) / max(float(tokens), 1.0), float(norm), rate)
                     self._advance(epoch, number, float(loss_sum), float(tokens), float(norm), rate)
@@ -540,9 +604,6 @@ class Trainer:
                 with signals_held():
                     self._save_checkpoint()
                     self.log.flush()
-                from mt.distribute import remove_worker_folder
-
-                remove_worker_folder(self.own.path, self.chief)  # a task's own checkpoints go with it
                 self.log.say(f"\ninterrupted at step {self.count('step')}: checkpoint saved; run the same "
                              "command again to resume")
                 raise KeyboardInterrupt from None
@@ -558,19 +619,6 @@ class Trainer:
             raise Stop()
         self.stop_requested = True
         self.log.say(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)")
-
-    def _worker_lost(self, error):
-        """Stop a multi-worker run whose collective step failed: another task of the cluster is gone (no
-        collective checkpoint can be written without it)."""
-        from mt.distribute import remove_worker_folder
-
-        self.log.flush()
-        remove_worker_folder(self.own.path, self.chief)
-        latest = self.manager.latest_checkpoint
-        kept = f"the last checkpoint is {os.path.basename(latest)}" if latest else "no checkpoint was written yet"
-        raise UserError(f"another worker of the cluster stopped at step {self.count('step') + 1} "
-                        f"({str(error).splitlines()[0][:160]}); {kept}: start every worker again with the same "
-                        "command to resume") from None
 
     def _diverged(self, loss, norm, rate):
         """Stop the run at a step whose loss or gradient norm is not finite (its update was not applied)."""
@@ -614,8 +662,6 @@ class Trainer:
         return validation.stop
 
     def _finish(self, reason):
-        from mt.distribute import remove_worker_folder
-
         step = self.count("step")
         if reason != "early_stopping":
             self._save_checkpoint()  # the steps since the last checkpoint survive a kill during validation
@@ -627,7 +673,6 @@ class Trainer:
             self.run.write_done({"step": step, "reason": reason, "best_score": float(self.counters.best.numpy()),
                                  "epoch": self.count("epoch")})
         self.log.flush()
-        remove_worker_folder(self.own.path, self.chief)
         self.log.say(f"finished at step {step} ({reason}); weights in {self.run.weights_dir}")
 
 
