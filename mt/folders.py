@@ -9,12 +9,12 @@
                  from), the tokenizers, weights/best.weights.h5 and weights/last.weights.h5,
                  checkpoints/ (for resuming), metrics.jsonl, tb/ (TensorBoard), done.json (written when
                  the run has finished)
-    ExportFolder written by `mt export`, read by TensorFlow alone (and `mt.load`): a SavedModel
-                 (saved_model.pb, variables/) and assets.extra/mt-export.json, what it was exported from
-                 and with which search settings
     LMRunFolder  written by `mt lm train`, read by `mt lm sample|evaluate` and `mt inspect cells`: a
                  run folder without tokenizers, whose data.json describes the texts ("kind": "lm") and
                  whose vocab.json holds the model's characters or bytes
+    ExportFolder written by `mt export`, read by TensorFlow alone (and `mt.load`): a SavedModel
+                 (saved_model.pb, variables/) and assets.extra/mt-export.json, what it was exported from
+                 and with which search settings
 
 No other module spells these names: they ask a folder object for its paths and records. Records are
 JSON, read with one-line errors naming the file, and written atomically and durably (mt/atomic.py).
@@ -411,41 +411,6 @@ class RunFolder:
         return tuple(Tokenizer(self.tokenizer_path(side)) for side in SIDES)
 
 
-class ExportFolder:
-    """A folder written by `mt export`: a TensorFlow SavedModel and the record of how it was made.
-
-    The record lies in assets.extra/, the SavedModel's place for files its graph does not read (TensorFlow
-    Serving copies the folder with the model and ignores them)."""
-
-    SAVED_MODEL = "saved_model.pb"
-    EXTRA = "assets.extra"
-    RECORD = "mt-export.json"
-
-    def __init__(self, path):
-        self.path = os.fspath(path)
-
-    def file(self, name):
-        return os.path.join(self.path, name)
-
-    @property
-    def record_path(self):
-        return os.path.join(self.path, self.EXTRA, self.RECORD)
-
-    def is_export(self):
-        """The folder holds a SavedModel with mt's record beside it."""
-        return os.path.isfile(self.file(self.SAVED_MODEL)) and os.path.isfile(self.record_path)
-
-    def write_record(self, record):
-        os.makedirs(os.path.dirname(self.record_path), exist_ok=True)
-        write_json(self.record_path, record)
-
-    def record(self):
-        if not self.is_export():
-            raise UserError(f"{self.path} is not a folder written by `mt export` (no {self.SAVED_MODEL} with "
-                            f"{self.EXTRA}/{self.RECORD}): export a run with `mt export --model RUN --out DIR`")
-        return read_json(self.record_path, "export the run again with `mt export`")
-
-
 class LMRunFolder(RunFolder):
     """The run folder of a character language model (`mt lm train`): the records, weights, checkpoints
     and logs of a RunFolder, no tokenizers, and the vocabulary of the model (`vocab.json`)."""
@@ -492,3 +457,38 @@ class LMRunFolder(RunFolder):
         super().clear()
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.vocab_path)
+
+
+class ExportFolder:
+    """A folder written by `mt export`: a TensorFlow SavedModel and the record of how it was made.
+
+    The record lies in assets.extra/, the SavedModel's place for files its graph does not read (TensorFlow
+    Serving copies the folder with the model and ignores them)."""
+
+    SAVED_MODEL = "saved_model.pb"
+    EXTRA = "assets.extra"
+    RECORD = "mt-export.json"
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    @property
+    def record_path(self):
+        return os.path.join(self.path, self.EXTRA, self.RECORD)
+
+    def is_export(self):
+        """The folder holds a SavedModel with mt's record beside it."""
+        return os.path.isfile(self.file(self.SAVED_MODEL)) and os.path.isfile(self.record_path)
+
+    def write_record(self, record):
+        os.makedirs(os.path.dirname(self.record_path), exist_ok=True)
+        write_json(self.record_path, record)
+
+    def record(self):
+        if not self.is_export():
+            raise UserError(f"{self.path} is not a folder written by `mt export` (no {self.SAVED_MODEL} with "
+                            f"{self.EXTRA}/{self.RECORD}): export a run with `mt export --model RUN --out DIR`")
+        return read_json(self.record_path, "export the run again with `mt export`")

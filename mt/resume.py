@@ -55,17 +55,18 @@ def check_resumed_settings(run_folder, stored, requested, safe_changes):
     return True
 
 
-def checkpoint_files(folder):
-    """(checkpoint prefixes of `folder` with an index file, newest first; whether the folder holds any
-    checkpoint file at all). Read from the files themselves: the `checkpoint` state file may be damaged
-    or lag."""
+def checkpoint_files(run):
+    """(the run folder's checkpoint prefixes with an index file, newest first; whether its checkpoints
+    folder holds any checkpoint file at all). Read from the files themselves: the `checkpoint` state file
+    may be damaged or lag."""
     try:
-        names = os.listdir(folder)
+        names = os.listdir(run.checkpoints_dir)
     except FileNotFoundError:
         return [], False
     steps = sorted((int(m.group(1)) for m in (re.fullmatch(r"ckpt-(\d+)\.index", n) for n in names) if m),
                    reverse=True)
-    return [os.path.join(folder, f"ckpt-{step}") for step in steps], any(n.startswith("ckpt-") for n in names)
+    return ([os.path.join(run.checkpoints_dir, f"ckpt-{step}") for step in steps],
+            any(n.startswith("ckpt-") for n in names))
 
 
 def drop_damaged_state_file(run_folder, say):
@@ -82,9 +83,9 @@ def drop_damaged_state_file(run_folder, say):
         os.remove(path)
 
 
-def restore_newest(folder, required, checkpoint, say):
-    """Restore `checkpoint` (a tf.train.Checkpoint) from the newest checkpoint in `folder` that reads, and
-    return its path; None when the folder holds no checkpoint file at all (a new run).
+def restore_newest(run, required, checkpoint, say):
+    """Restore `checkpoint` (a tf.train.Checkpoint) from the newest checkpoint of the run folder `run` that
+    reads, and return its path; None when it holds no checkpoint file at all (a new run).
 
     `required` is a tf.train.Checkpoint of the objects that must come back whole (the model and its
     optimizer): a checkpoint of another model is a UserError, not a half-restored run. A damaged newest
@@ -92,13 +93,13 @@ def restore_newest(folder, required, checkpoint, say):
     new run at step 0."""
     import tensorflow as tf
 
-    candidates, any_files = checkpoint_files(folder)
+    candidates, any_files = checkpoint_files(run)
     damaged = []
     for path in candidates:
         try:
             check = required.restore(path)
             check.assert_existing_objects_matched()
-            check.expect_partial()  # (what it leaves, the counters and RNG states, `checkpoint` restores)
+            check.expect_partial()  # (what it leaves, the counters and RNG states, is restored next)
             checkpoint.restore(path).expect_partial()
         except (AssertionError, ValueError) as e:
             raise UserError(f"{path} does not hold this model's weights ({str(e).splitlines()[0][:200]}): "
@@ -112,8 +113,8 @@ def restore_newest(folder, required, checkpoint, say):
         return path
     if any_files:
         why = f" ({damaged[0][1]})" if damaged else " (no index file)"
-        raise UserError(f"no checkpoint in {folder} can be read{why}: restore them from a copy, or run with "
-                        "--restart to start the run again")
+        raise UserError(f"no checkpoint in {run.checkpoints_dir} can be read{why}: restore them from a copy, or "
+                        "run with --restart to start the run again")
     return None
 
 

@@ -106,7 +106,7 @@ def lost_worker_error(error, strategy, run, step=None):
     resolver = strategy.cluster_resolver
     gone = lost_worker(str(error), cluster_spec().get("cluster", {}), (resolver.task_type, resolver.task_id),
                        heartbeat_timeout())
-    newest = checkpoint_files(run.checkpoints_dir)[0]  # (a worker sees the chief's on a shared file system)
+    newest = checkpoint_files(run)[0]  # (a worker sees the chief's on a shared file system)
     again = "start every worker again with the same command"
     if newest:
         then = f"{run.path} keeps its last checkpoint, {os.path.basename(newest[0])}: {again} to resume from it"
@@ -319,7 +319,7 @@ class Trainer:
         # the model and its optimizer must come back whole: a checkpoint of another model would otherwise
         # leave the weights it lacks as they were initialized, without a word
         required = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
-        if restore_newest(self.run.checkpoints_dir, required, self.checkpoint, self.log.say):
+        if restore_newest(self.run, required, self.checkpoint, self.log.say):
             self.log.say(f"Resuming from step {self.count('step')}")
             if self.average and not int(self.average.updates.numpy()):
                 self.average.reset()  # a checkpoint from before averaging was on

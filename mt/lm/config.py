@@ -79,9 +79,11 @@ class LMTrainConfig:
         choice("train.precision", self.precision, PRECISIONS)
         if not 0.0 <= self.final_lr <= 1.0:
             raise UserError(f"train.final_lr must be in [0, 1], got {self.final_lr}")
-        from mt.schedule import resolve
+        from mt.schedule import SCHEDULES
 
-        resolve(self.schedule, self.max_steps, self.max_minutes)
+        # only the name here: the budget a decay needs may still come from the command line, and the
+        # trainer resolves the schedule against the final budget
+        choice("train.schedule", self.schedule, SCHEDULES)
 
     @property
     def backward(self):

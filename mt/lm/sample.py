@@ -8,7 +8,6 @@ and so falls into the repetition loops that make sampling worth having.
 
 import sys
 
-import click
 import numpy as np
 
 from mt.errors import UserError

@@ -253,7 +253,7 @@ class LMTrainer:
         from mt.data import unigram_log_probs
 
         required = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
-        if restore_newest(self.run.checkpoints_dir, required, self.checkpoint, self.log.say):
+        if restore_newest(self.run, required, self.checkpoint, self.log.say):
             self.log.say(f"Resuming from step {self.count('step')} (epoch {self.count('epoch')}, column "
                          f"{self.count('chunk') * self.tc.bptt:,} of every stream)")
         else:
