@@ -36,7 +36,8 @@ def run(command, **kwargs):
     log(" ".join(command))
     done = subprocess.run(command, **kwargs)
     if done.returncode != 0:
-        sys.exit(f"error: {' '.join(command[:5])} ... failed with exit code {done.returncode}")
+        sys.exit(f"error: {' '.join(command[:6])} ... failed with exit code {done.returncode}"
+                 + (f": {done.stderr[-2000:]}" if kwargs.get("capture_output") else ""))
     return done
 
 

@@ -18,9 +18,7 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -28,20 +26,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from mt.folders import LMRunFolder  # noqa: E402
 from mt.lm.config import LMConfig  # noqa: E402
 
-MT = [sys.executable, "-m", "mt.cli"]
-
-
-def log(text):
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def run(command, **kwargs):
-    log(" ".join(command))
-    done = subprocess.run(command, **kwargs)
-    if done.returncode != 0:
-        sys.exit(f"error: {' '.join(command[:6])} ... failed with exit code {done.returncode}"
-                 + (f": {done.stderr[-2000:]}" if kwargs.get("capture_output") else ""))
-    return done
+from compare_keras import MT, log, run  # noqa: E402  (the same runner of the commands it compares)
 
 
 def keras(args, config):
