@@ -22,6 +22,9 @@ does, instead of handing its gradients out through taps (`mt.model.attention_tap
 A variant ending in `/loop` runs teacher forcing step by step even for a model without input feeding,
 where it otherwise runs the attention over all steps at once (`Seq2Seq.parallel_teacher_forcing`):
     python benchmarks/train_speed.py --data work/bible/data --config unfed.yaml --variants float32/loop,float32
+
+A variant ending in `/narrow` multiplies by the loops' kernels as they are, not widened (`mt.model.widen`):
+    python benchmarks/train_speed.py --data work/bible/data --variants float32/narrow,float32
 """
 
 import argparse
@@ -33,6 +36,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mt.model import WIDEN_MULTIPLE  # noqa: E402  (the /narrow variants change it while they trace)
 
 
 def matmul_peak(dtype_name, size=2000, seconds=2.0):
@@ -96,8 +101,12 @@ class Variant:
 
         name_only, _, option = name.partition("/")
         precision, _, replicas = name_only.partition("@")
-        if option not in ("", "untapped", "loop"):
-            raise SystemExit(f"unknown variant option /{option} (known: /untapped, /loop)")
+        if option not in ("", "untapped", "loop", "narrow"):
+            raise SystemExit(f"unknown variant option /{option} (known: /untapped, /loop, /narrow)")
+        import mt.model
+
+        # widening is decided while the step is traced, below: no kernel has 2^30 columns
+        mt.model.WIDEN_MULTIPLE = 1 << 30 if option == "narrow" else WIDEN_MULTIPLE
         devices = [f"/cpu:{i}" for i in range(int(replicas or 1))]
         if replicas:
             strategy = tf.distribute.MirroredStrategy(devices)
