@@ -57,10 +57,11 @@ class TrainConfig:
     length_multiple: int = 8
     learning_rate: float = 2e-3  # the peak rate of the schedule
     # constant by measurement: in 20 minutes on the Bible corpus it beat the cosine planned to the budget
-    # (BENCHMARKS.md); auto | cosine | linear | inverse_sqrt are there to choose (mt/schedule.py)
+    # (BENCHMARKS.md); auto | cosine | linear | cooldown | inverse_sqrt are there to choose (mt/schedule.py)
     schedule: str = "constant"
     warmup_steps: int = 0  # the rate rises linearly over this many updates
-    final_lr: float = 0.02  # a cosine or linear schedule ends at this fraction of the peak rate
+    final_lr: float = 0.02  # a cosine, linear or cooldown schedule ends at this fraction of the peak rate
+    cooldown: float = 0.2  # the cooldown schedule decays over this last fraction of the budget
     ema_decay: float = 0.0  # validate and save an exponential moving average of the weights (0 = off)
     clip_norm: float = 1.0  # clip gradients by their global norm
     accumulate: int = 1  # sum the gradients of this many batches into one update (clipped as one)
@@ -96,6 +97,8 @@ class TrainConfig:
         choice("train.schedule", self.schedule, SCHEDULES)
         if self.warmup_steps < 0 or not 0.0 <= self.final_lr <= 1.0:
             raise UserError("train.warmup_steps must be 0 or more and train.final_lr in [0, 1]")
+        if not 0.0 < self.cooldown <= 1.0:
+            raise UserError(f"train.cooldown must be in (0, 1] (a fraction of the budget), got {self.cooldown}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise UserError(f"train.ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
 

@@ -3,6 +3,8 @@
     constant       the peak rate after warm-up
     cosine         warm-up, then a cosine from the peak down to `final` x peak when the budget ends
     linear         warm-up, then a straight line from the peak down to `final` x peak
+    cooldown       warm-up, the peak until the last `cooldown` fraction of the budget, then a straight line
+                   down to `final` x peak (the rate stays high while the model is far from trained)
     inverse_sqrt   warm-up, then peak x sqrt(warmup / step): no budget needed
     auto           cosine with a budget (train.max_steps or train.max_minutes), else inverse_sqrt
 
@@ -17,8 +19,8 @@ import math
 
 from mt.errors import UserError
 
-SCHEDULES = ("auto", "constant", "cosine", "linear", "inverse_sqrt")
-BUDGETED = ("cosine", "linear")
+SCHEDULES = ("auto", "constant", "cosine", "linear", "cooldown", "inverse_sqrt")
+BUDGETED = ("cosine", "linear", "cooldown")
 
 
 def resolve(name, max_steps=0, max_minutes=0.0):
@@ -45,13 +47,18 @@ def progress(step, seconds, max_steps=0, max_minutes=0.0):
     return min(1.0, done)
 
 
-def learning_rate(name, peak, step, fraction, warmup_steps, final=0.0):
+def learning_rate(name, peak, step, fraction, warmup_steps, final=0.0, cooldown=0.2):
     """The rate of update number `step` (counted from 1) of schedule `name` (resolved), at budget
-    progress `fraction`."""
+    progress `fraction`; `cooldown` is the last fraction of the budget over which `cooldown` decays."""
     warm = min(1.0, step / warmup_steps) if warmup_steps else 1.0
     if name == "constant":
         return peak * warm
     if name == "inverse_sqrt":
         return peak * warm if step <= warmup_steps else peak * math.sqrt(max(warmup_steps, 1) / step)
-    decay = 0.5 * (1.0 + math.cos(math.pi * fraction)) if name == "cosine" else 1.0 - fraction
+    if name == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * fraction))
+    elif name == "cooldown":
+        decay = min(1.0, (1.0 - fraction) / cooldown) if cooldown else 1.0
+    else:
+        decay = 1.0 - fraction
     return peak * warm * (final + (1.0 - final) * decay)

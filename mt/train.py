@@ -345,7 +345,7 @@ class Trainer:
         tc = self.tc
         fraction = schedule.progress(step - 1, self._train_seconds(), tc.max_steps, tc.max_minutes)
         return schedule.learning_rate(self.schedule, tc.learning_rate, step, fraction, tc.warmup_steps,
-                                      tc.final_lr)
+                                      tc.final_lr, tc.cooldown)
 
     def _averaged(self):
         """A block in which the model holds its averaged weights (when averaging is on)."""

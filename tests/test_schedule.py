@@ -27,7 +27,7 @@ def test_progress_follows_the_budget_that_is_further_along():
     assert schedule.progress(500, 99999.0) == 0.0
 
 
-@pytest.mark.parametrize("name", ["cosine", "linear"])
+@pytest.mark.parametrize("name", ["cosine", "linear", "cooldown"])
 def test_budgeted_schedules_warm_up_peak_and_end_at_the_final_rate(name):
     rate = [schedule.learning_rate(name, 2e-3, step, step / 1000, 100, final=0.05) for step in range(1, 1001)]
     assert rate[0] == pytest.approx(2e-3 * 0.01, rel=0.02)  # a hundredth of the way up
@@ -46,3 +46,12 @@ def test_inverse_sqrt_needs_no_budget():
     assert schedule.learning_rate("inverse_sqrt", 1.0, 100, 0.0, 100) == pytest.approx(1.0)
     assert schedule.learning_rate("inverse_sqrt", 1.0, 400, 0.0, 100) == pytest.approx(0.5)
     assert schedule.learning_rate("constant", 1.0, 400, 0.9, 100) == 1.0
+
+
+def test_cooldown_holds_the_peak_until_the_last_part_of_the_budget_then_falls_in_a_line():
+    rate = [schedule.learning_rate("cooldown", 1.0, step, step / 1000, 10, final=0.0, cooldown=0.2)
+            for step in range(1, 1001)]
+    assert all(r == 1.0 for r in rate[9:799]) and rate[799] == pytest.approx(1.0)
+    assert rate[899] == pytest.approx(0.5)  # half way through the cool-down
+    assert rate[-1] == pytest.approx(0.0)
+    assert schedule.resolve("cooldown", max_minutes=20) == "cooldown"
