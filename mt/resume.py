@@ -29,6 +29,32 @@ def flat_settings(cfg):
     return {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()}
 
 
+def configured(config_class, config, overrides):
+    """The config of `config` (a path, a shipped name, or a `config_class` instance) with the command-line
+    overrides of its train section, checked, its schedule resolved against the final budget (a decay
+    needs one) and its precision resolved (the snapshot records what was used)."""
+    from mt import schedule
+    from mt.distribute import resolve_precision
+
+    cfg = (config_class.from_dict(config.to_dict()) if isinstance(config, config_class)
+           else config_class.load(config))
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(cfg.train, key, value)
+    cfg.check()
+    schedule.resolve(cfg.train.schedule, cfg.train.max_steps, cfg.train.max_minutes)
+    cfg.train.precision = resolve_precision(cfg.train.precision)
+    return cfg
+
+
+def config_to_resume(run_folder, config_class, config, overrides, safe_changes):
+    """The config a resumed run (its data already checked) trains with: its snapshot, or `config` when
+    given, with the overrides; None when it has finished and nothing changed (check_resumed_settings)."""
+    stored = run_folder.load_config()
+    requested = configured(config_class, config if config else stored, overrides)
+    return requested if check_resumed_settings(run_folder, stored, requested, safe_changes) else None
+
+
 def check_resumed_settings(run_folder, stored, requested, safe_changes):
     """Whether the run in `run_folder`, started with config `stored`, goes on with config `requested`:
     True to train, False when it has finished and nothing changed (said so on stdout).

@@ -22,7 +22,7 @@ from mt import schedule
 from mt.averaging import MovingAverage, nothing
 from mt.errors import UserError
 from mt.folders import DataFolder, RunFolder
-from mt.resume import (RESTART_HINT, Stop, check_resumed_settings, checkpoint_files, drop_damaged_state_file,
+from mt.resume import (RESTART_HINT, Stop, checkpoint_files, config_to_resume, configured, drop_damaged_state_file,
                        restore_newest, signals_held)
 from mt.runlog import Clock, RunLog
 from mt.validation import DevBleu, Validator, read_dev_sample
@@ -133,37 +133,21 @@ def init_config(source, data, config, weights):
     return cfg, source.existing_weights(weights)
 
 
-def _configured(config, overrides):
-    """The config of `config` (a path, a shipped name, or a Config), with the command-line overrides,
-    checked, its precision resolved (the snapshot records what was used)."""
-    from mt.config import Config
-    from mt.distribute import resolve_precision
-
-    cfg = Config.from_dict(config.to_dict()) if isinstance(config, Config) else Config.load(config)
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(cfg.train, key, value)
-    cfg.check()
-    schedule.resolve(cfg.train.schedule, cfg.train.max_steps, cfg.train.max_minutes)  # a decay needs its budget
-    cfg.train.precision = resolve_precision(cfg.train.precision)
-    return cfg
-
-
 def resumed_config(run_folder, data_folder, config, overrides):
     """The config to train with: a new run's from --config; a resumed run's from its snapshot, with the
     safe changes that --config or the options ask for; None when the run has finished and nothing changed.
 
     A resumed run must go on with the data and the settings it started with: other data, or a change to
     anything else than SAFE_CHANGES, is a UserError suggesting --restart or a new --out."""
+    from mt.config import Config
+
     if not run_folder.has_config():
-        return _configured(config, overrides)
+        return configured(Config, config, overrides)
     recorded = run_folder.data_info().get("fingerprint") if run_folder.is_run() else None
     if recorded is not None and recorded != data_folder.fingerprint():
         raise UserError(f"{run_folder.path} was trained on other data than {data_folder.path} holds now (its "
                         f"manifest or tokenizers changed since): {RESTART_HINT}")
-    stored = run_folder.load_config()
-    requested = _configured(config if config else stored, overrides)
-    return requested if check_resumed_settings(run_folder, stored, requested, SAFE_CHANGES) else None
+    return config_to_resume(run_folder, Config, config, overrides, SAFE_CHANGES)
 
 
 def load_manifest(data):

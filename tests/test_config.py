@@ -80,10 +80,10 @@ def test_none_gives_the_defaults():
 def test_a_decay_in_a_config_takes_its_budget_from_the_command_line(tmp_path):
     """A YAML may name a budgeted schedule and leave the budget to `--max-minutes`/`--max-steps`: loading
     it is no error, and the train command checks the budget once the overrides are in."""
-    from mt.train import _configured
+    from mt.resume import configured
 
     path = write(tmp_path, "train:\n  schedule: cosine\n  warmup_steps: 10\n")
     assert Config.load(path).train.schedule == "cosine"
-    assert _configured(path, {"max_minutes": 20.0}).train.max_minutes == 20.0
+    assert configured(Config, path, {"max_minutes": 20.0}).train.max_minutes == 20.0
     with pytest.raises(UserError, match="train.schedule cosine decays to the end of the budget"):
-        _configured(path, {})
+        configured(Config, path, {})

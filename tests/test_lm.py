@@ -49,11 +49,13 @@ def tiny_config(tmp_path, text=TINY, name="tiny.yaml"):
 
 def trainer_for(tmp_path, text, config=TINY, dev=None, out="run"):
     from mt.lm.streams import Text
-    from mt.lm.train import LMTrainer, configured
+    from mt.lm.config import LMConfig
+    from mt.lm.train import LMTrainer
+    from mt.resume import configured
 
     texts = Text(text, [{"path": "t", "sha256": "0", "bytes": len(text), "lines": text.count("\n")}])
     dev_text = None if dev is None else Text(dev, [{"path": "d", "sha256": "1", "bytes": len(dev), "lines": 1}])
-    return LMTrainer(configured(tiny_config(tmp_path, config), {}), texts, dev_text, LMRunFolder(tmp_path / out))
+    return LMTrainer(configured(LMConfig, tiny_config(tmp_path, config), {}), texts, dev_text, LMRunFolder(tmp_path / out))
 
 
 def tiny_model(tf, cell="lstm", vocab_size=12, layers=2, dropout=0.0):

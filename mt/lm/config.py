@@ -46,7 +46,7 @@ class LMTrainConfig:
     bptt: int = 100
     bptt_backward: int = 0
     learning_rate: float = 2e-3  # Adam; the peak rate of the schedule
-    schedule: str = "constant"  # constant | cosine | linear | inverse_sqrt | auto (mt/schedule.py)
+    schedule: str = "constant"  # constant | cosine | linear | cooldown | inverse_sqrt | auto (mt/schedule.py)
     warmup_steps: int = 0
     final_lr: float = 0.02
     clip_norm: float = 1.0  # clip gradients by their global norm

@@ -27,7 +27,7 @@ from mt import schedule
 from mt.errors import UserError
 from mt.folders import LMRunFolder
 from mt.lm.config import LMConfig
-from mt.resume import RESTART_HINT, STOP_SIGNALS, Stop, check_resumed_settings, drop_damaged_state_file
+from mt.resume import RESTART_HINT, STOP_SIGNALS, Stop, config_to_resume, configured, drop_damaged_state_file
 from mt.resume import restore_newest, signals_held
 from mt.runlog import Clock, RunLog
 from mt.validation import Validator
@@ -65,34 +65,18 @@ def fingerprint(texts, dev):
     return hashlib.sha256(json.dumps(files).encode()).hexdigest()
 
 
-def configured(config, overrides):
-    """The LMConfig of `config` (a path, a shipped name, an LMConfig or None), with the overrides, checked,
-    its precision resolved (the snapshot records what was used)."""
-    from mt.distribute import resolve_precision
-
-    cfg = LMConfig.from_dict(config.to_dict()) if isinstance(config, LMConfig) else LMConfig.load(config)
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(cfg.train, key, value)
-    cfg.check()
-    cfg.train.precision = resolve_precision(cfg.train.precision)
-    return cfg
-
-
 def resumed_config(folder, prints, config, overrides):
     """The config to train with (see mt/train.py, resumed_config): a resumed run must go on with the texts
     (fingerprint `prints`) and the settings it started with, but for SAFE_CHANGES."""
     if not folder.has_config():
         if folder.is_run() or os.path.exists(folder.checkpoints_dir):
             raise UserError(f"{folder.path} holds a run without its config: {RESTART_HINT}")
-        return configured(config, overrides)
+        return configured(LMConfig, config, overrides)
     info = folder.data_info()
     if info.get("fingerprint") != prints:
         raise UserError(f"{folder.path} was trained on other text than --text and --dev-text hold now: "
                         f"{RESTART_HINT}")
-    stored = folder.load_config()
-    requested = configured(config if config else stored, overrides)
-    return requested if check_resumed_settings(folder, stored, requested, SAFE_CHANGES) else None
+    return config_to_resume(folder, LMConfig, config, overrides, SAFE_CHANGES)
 
 
 class StreamValidator(Validator):
