@@ -171,7 +171,7 @@ _WEIGHTS_OF_MODELS = click.option(
 @click.option("--chunk-lines", type=int, default=10_000, show_default=True,
               help="Input lines read, sorted by length and decoded together before the next ones are read; "
               "bounds memory. Input that arrives slowly (a terminal, a pipe) is translated as it comes, "
-              "once it pauses for 50 ms.")
+              "once it pauses for 20 ms.")
 @click.option("--alignments", is_flag=True,
               help="End every output line with ' ||| ' and the hard alignment from the attention: "
               "space-separated 'i-j' pairs (source i, target j, from 0), Pharaoh format as fast_align writes "

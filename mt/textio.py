@@ -132,7 +132,7 @@ def is_regular_file(path):
 _END, _PAUSE = object(), object()  # iter_chunks: the input has ended; no line came within the pause
 
 
-def iter_chunks(path, max_lines, pause=0.05, hold=0.5, between=None):
+def iter_chunks(path, max_lines, pause=0.02, hold=0.5, between=None):
     """The lines of `path` ('-': stdin) as lists of at most `max_lines`, for a caller that works on each
     list before it asks for the next one (see iter_lines for what a line is).
 

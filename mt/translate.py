@@ -39,7 +39,7 @@ from mt.search_options import SearchOptions
 from mt.tokenizer import EOS, PAD
 
 CHUNK_LINES = 10_000  # input lines read, sorted and decoded together: bounds the memory of a long input
-INPUT_PAUSE = 0.05  # seconds: an input that arrives slowly is translated once it pauses this long ...
+INPUT_PAUSE = 0.02  # seconds: an input that arrives slowly is translated once it pauses this long ...
 INPUT_HOLD = 0.5  # ... or this long after the first line waiting, whichever comes first
 MAX_INPUT_PIECES = 1000  # longer inputs are cut to this many pieces, with a warning
 LENGTH_EXTRA = 10  # output limit: max_length_ratio x source pieces + this

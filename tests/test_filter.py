@@ -291,7 +291,7 @@ def peak_rss_mb(args, stdin, tmp_path):
     """Run `mt ARGS` in a child process and return its peak resident memory in MB."""
     peak = tmp_path / "peak.txt"
     done = subprocess.run([sys.executable, "-c", PEAK, str(peak), *args], stdin=stdin, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, env=child_env())
+                          stderr=subprocess.PIPE, env=child_env(), cwd=ROOT)  # `-c` puts the cwd first on sys.path
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     return int(peak.read_text()) / 1024
 
