@@ -20,10 +20,11 @@ An empty input line, or an output without words, has an empty ALIGNMENT.
 
 `mt translate` reads its input in chunks of `chunk_lines` lines as they arrive (mt/textio.py,
 iter_chunks), sorts and batches each chunk on its own and writes its lines before it asks for the next:
-memory stays bounded whatever the input's length, and a line typed into a terminal or written alone into
-a pipe is translated at once. An input that fits in one chunk is batched exactly as a whole list would
-be; a longer one decodes the same up to floating-point rounding (a sentence's output does not depend on
-its batch: mt/search.py).
+memory does not grow with the input, and a line typed into a terminal or written alone into a pipe is
+translated at once. An input that fits in one chunk is batched exactly as a whole list would be; a longer
+one decodes the same up to the rounding of other batch shapes, which can decide a near-tie (a sentence's
+output does not depend on its batch otherwise: mt/search.py; docs/design.md, "Reading the input as it
+arrives").
 """
 
 import contextlib
