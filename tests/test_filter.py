@@ -197,30 +197,47 @@ def test_an_invalid_line_of_a_file_stops_before_any_output(run_dir, tmp_path):
     assert "in.txt, line 3: invalid UTF-8" in result.stderr
 
 
-# -- a pipe fed line by line ---------------------------------------------------------------------------------
+# -- stdin fed line by line, a pipe or a terminal ------------------------------------------------------
 
 
-def test_a_pipe_fed_one_line_at_a_time_gets_each_translation_before_the_next_line(run_dir, lines):
-    """`mt translate -` in a subprocess: each line is answered while the input stays open, before the
-    next line is written; the answers are the lines of the whole input's translation."""
+@pytest.mark.parametrize("stdin", ["pipe", "terminal"])
+def test_stdin_fed_one_line_at_a_time_gets_each_translation_before_the_next_line(run_dir, lines, stdin):
+    """`mt translate -` in a subprocess, its stdin a pipe or a terminal (a pseudo-terminal in canonical
+    mode, as a user types): each line is answered while the input stays open, before the next line is
+    written; the answers are the lines of the whole input's translation."""
+    import termios
+
     sent = [line for line in lines[:6]]
     expected = mt("translate", "-", "--model", str(run_dir), "--search", "greedy",
                   input="\n".join(sent) + "\n").stdout.splitlines()
-    child = subprocess.Popen([sys.executable, "-m", "mt.cli", "translate", "-", "--model", str(run_dir),
-                              "--search", "greedy"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, env=child_env())
+    command = [sys.executable, "-m", "mt.cli", "translate", "-", "--model", str(run_dir), "--search", "greedy"]
+    if stdin == "terminal":
+        master, slave = os.openpty()
+        settings = termios.tcgetattr(slave)
+        settings[3] &= ~termios.ECHO  # nobody reads the echo
+        termios.tcsetattr(slave, termios.TCSANOW, settings)
+        child = subprocess.Popen(command, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 env=child_env())
+        os.close(slave)
+        write, end = (lambda data: os.write(master, data)), (lambda: os.write(master, b"\x04"))  # Ctrl-D
+    else:
+        child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 env=child_env())
+        write = lambda data: (child.stdin.write(data), child.stdin.flush())  # noqa: E731
+        end = child.stdin.close
     answers = []
     try:
         for line in sent:
-            child.stdin.write(line.encode() + b"\n")
-            child.stdin.flush()
+            write(line.encode() + b"\n")
             answer = read_line(child.stdout, timeout=60)
             assert answer is not None, f"no answer to {line!r} within 60 s"
             answers.append(answer)
-        child.stdin.close()
+        end()
         assert child.wait(timeout=60) == 0 and child.stdout.read() == b""
     finally:
         stop(child)
+        if stdin == "terminal":
+            os.close(master)
     assert answers == expected
 
 
@@ -229,7 +246,7 @@ def stop(child):
     child.kill()
     child.wait()
     for stream in (child.stdin, child.stdout, child.stderr):
-        if not stream.closed:
+        if stream is not None and not stream.closed:
             stream.close()
 
 
