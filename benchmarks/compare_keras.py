@@ -36,7 +36,8 @@ def run(command, **kwargs):
     log(" ".join(command))
     done = subprocess.run(command, **kwargs)
     if done.returncode != 0:
-        sys.exit(f"error: {' '.join(command[:5])} ... failed with exit code {done.returncode}")
+        sys.exit(f"error: {' '.join(command[:6])} ... failed with exit code {done.returncode}"
+                 + (f": {done.stderr[-2000:]}" if kwargs.get("capture_output") else ""))
     return done
 
 
@@ -48,10 +49,14 @@ def prepare(corpus, out):
     return data
 
 
+def budget(args):
+    """The training budget's options, as both trainers take them."""
+    return ["--max-steps", str(args.max_steps)] if args.max_steps else ["--max-minutes", str(args.minutes)]
+
+
 def keras(args, corpus, data, out):
     hyp = os.path.join(out, "keras.greedy.en")
-    done = run([sys.executable, os.path.join(HERE, "keras_baseline.py"), "--data", data, "--minutes",
-                str(args.minutes), "--test-src", f"{corpus}/test.es", "--out", hyp], capture_output=True, text=True)
+    done = run([sys.executable, os.path.join(HERE, "keras_baseline.py"), "--data", data, *budget(args), "--test-src", f"{corpus}/test.es", "--out", hyp], capture_output=True, text=True)
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     return {"name": "plain Keras", "steps": figures["steps"], "tokens_per_s": figures["tokens_per_s"],
             "mean_loss": figures.get("mean_loss"), "hyps": {"greedy": hyp}}
@@ -60,7 +65,7 @@ def keras(args, corpus, data, out):
 def mt(args, corpus, data, out, config):
     name = "mt default" if config == "default" else f"mt {os.path.basename(config).removesuffix('.yaml')}"
     model = os.path.join(out, name.replace(" ", "-"))
-    command = [*MT, "train", "--data", data, "--out", model, "--max-minutes", str(args.minutes)]
+    command = [*MT, "train", "--data", data, "--out", model, *budget(args)]
     run(command + ([] if config == "default" else ["--config", config]))
     folder = RunFolder(model)
     with open(folder.metrics_path, encoding="utf-8") as f:
@@ -105,6 +110,9 @@ def main():
     parser.add_argument("--corpus", default="work/bible/corpus", help="folder with train/dev/test .es/.en")
     parser.add_argument("--out", default="work/compare-keras", help="working folder (data, models, outputs)")
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget of each run")
+    parser.add_argument("--max-steps", type=int, default=0,
+                        help="train this many updates instead of --minutes: rows that change the quality per update "
+                             "compare alike on a busy machine, whose speed would decide a race in minutes")
     parser.add_argument("--mt-configs", default="cpu-20min",
                         help="comma-separated configs trained after the default (shipped names or YAML paths)")
     parser.add_argument("--skip-keras", action="store_true", help="train no Keras baseline")
@@ -124,7 +132,8 @@ def main():
             json.dump(results, f, indent=1)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                "unknown CPU")
-    report = f"{args.minutes:g} minutes of training each, {os.cpu_count()} cores of {cpu}\n\n{table(results)}\n"
+    spent = f"{args.max_steps:,} updates" if args.max_steps else f"{args.minutes:g} minutes"
+    report = f"{spent} of training each, {os.cpu_count()} cores of {cpu}\n\n{table(results)}\n"
     with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as f:
         f.write(report)
     print(report)

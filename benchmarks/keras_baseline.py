@@ -1,6 +1,6 @@
 """The plain Keras 3 model anyone could write, trained with `model.fit` for a number of minutes.
 
-    python benchmarks/keras_baseline.py --data DATA --minutes 20 --test-src test.es --out hyp.en
+    python benchmarks/keras_baseline.py --data DATA --max-minutes 20 --test-src test.es --out hyp.en
 
 A biLSTM encoder (Keras' Bidirectional(LSTM), 256 per direction), an LSTM(512) decoder over the whole
 target (teacher forcing, no input feeding) started from the encoder's final states, Keras' dot-product
@@ -80,24 +80,24 @@ def dataset(folder, split, repeat):
 
 
 class Budget(keras.callbacks.Callback):
-    """Stops fit after `minutes` of training, counting the real target tokens it saw."""
+    """Stops fit after `minutes` of training or `max_steps` updates, counting the updates."""
 
-    def __init__(self, minutes):
+    def __init__(self, minutes, max_steps=0):
         super().__init__()
-        self.seconds, self.steps, self.start = minutes * 60, 0, None
+        self.seconds, self.max_steps, self.steps, self.start = minutes * 60, max_steps, 0, None
 
     def on_train_batch_begin(self, batch, logs=None):
         self.start = self.start or time.time()
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
-        if time.time() - self.start >= self.seconds:
+        if self.steps >= self.max_steps if self.max_steps else time.time() - self.start >= self.seconds:
             self.model.stop_training = True
 
 
-def greedy(encoder, step, tokenizer, lines, batch=64):
+def greedy(encoder, step, src_tokenizer, tgt_tokenizer, lines, batch=64):
     out = [""] * len(lines)
-    encoded = tokenizer.encode(lines)
+    encoded = src_tokenizer.encode(lines)
     order = sorted(range(len(lines)), key=lambda i: len(encoded[i]))
     step_fn = tf.function(lambda *a: step(list(a)))
     for k in range(0, len(order), batch):
@@ -119,14 +119,15 @@ def greedy(encoder, step, tokenizer, lines, batch=64):
             if done.all():
                 break
         for r, i in enumerate(rows):
-            out[i] = tokenizer.decode([result[r]])[0]
+            out[i] = tgt_tokenizer.decode([result[r]])[0]
     return out
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True)
-    parser.add_argument("--minutes", type=float, default=20)
+    parser.add_argument("--max-minutes", type=float, default=20)
+    parser.add_argument("--max-steps", type=int, default=0, help="stop after this many updates instead")
     parser.add_argument("--test-src", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -136,7 +137,7 @@ def main():
     model, encoder, step = build(src_vocab, tgt_vocab)
     model.compile(keras.optimizers.Adam(2e-3, global_clipnorm=1.0),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=[])
-    budget = Budget(args.minutes)
+    budget = Budget(args.max_minutes, args.max_steps)
     history = model.fit(dataset(folder, "train", repeat=True), epochs=1, steps_per_epoch=10 ** 7,
                         callbacks=[budget], verbose=2)
     seconds = time.time() - budget.start
@@ -145,7 +146,8 @@ def main():
     with open(args.test_src, encoding="utf-8") as f:
         lines = [line.strip() for line in f.read().splitlines()]
     start = time.time()
-    hyps = greedy(encoder, step, Tokenizer(folder.tokenizer_path("tgt")), lines)
+    hyps = greedy(encoder, step, Tokenizer(folder.tokenizer_path("src")), Tokenizer(folder.tokenizer_path("tgt")),
+                  lines)
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("".join(h.replace("\n", " ") + "\n" for h in hyps))
     print(json.dumps({"steps": budget.steps, "train_seconds": seconds, "tokens_per_s": tokens / seconds,

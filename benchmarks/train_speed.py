@@ -22,6 +22,9 @@ does, instead of handing its gradients out through taps (`mt.model.attention_tap
 A variant ending in `/loop` runs teacher forcing step by step even for a model without input feeding,
 where it otherwise runs the attention over all steps at once (`Seq2Seq.parallel_teacher_forcing`):
     python benchmarks/train_speed.py --data work/bible/data --config unfed.yaml --variants float32/loop,float32
+
+A variant ending in `/narrow` multiplies by the loops' kernels as they are, not widened (`mt.model.widen`):
+    python benchmarks/train_speed.py --data work/bible/data --variants float32/narrow,float32
 """
 
 import argparse
@@ -33,6 +36,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mt.model import WIDEN_MULTIPLE  # noqa: E402  (the /narrow variants change it while they trace)
 
 
 def matmul_peak(dtype_name, size=2000, seconds=2.0):
@@ -96,8 +101,12 @@ class Variant:
 
         name_only, _, option = name.partition("/")
         precision, _, replicas = name_only.partition("@")
-        if option not in ("", "untapped", "loop"):
-            raise SystemExit(f"unknown variant option /{option} (known: /untapped, /loop)")
+        if option not in ("", "untapped", "loop", "narrow"):
+            raise SystemExit(f"unknown variant option /{option} (known: /untapped, /loop, /narrow)")
+        import mt.model
+
+        # widening is decided while the step is traced, below: no kernel has 2^30 columns
+        mt.model.WIDEN_MULTIPLE = 1 << 30 if option == "narrow" else WIDEN_MULTIPLE
         devices = [f"/cpu:{i}" for i in range(int(replicas or 1))]
         if replicas:
             strategy = tf.distribute.MirroredStrategy(devices)
@@ -114,21 +123,23 @@ class Variant:
         if option == "loop":  # without input feeding, the step loop rather than the parallel attention
             self.trainer.model.parallel_teacher_forcing = False
         dataset = self.trainer._distributed_dataset(0, 0)
-        self.step = tf.function(self.trainer._train_step,
-                                input_signature=[dataset.element_spec, tf.TensorSpec([], tf.float32),
-                                                 tf.TensorSpec([], tf.float32)])
+        scalar, count = tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int64)
+        self.step = tf.function(self.trainer._train_step, autograph=False, input_signature=[
+            dataset.element_spec, tf.TensorSpec([2], tf.float32), scalar, count, count])
         iterator = iter(dataset)
         self.batches = [next(iterator) for _ in range(args.batches)]
         self.tokens = 0.0
-        self.flag = tf.constant(0.0)
-        self.rate = tf.constant(cfg.train.learning_rate, tf.float32)  # a constant rate: speed does not depend on it
+        self.flags = tf.constant([0.0, 0.0])  # neither out of time nor asked to stop
+        # a constant rate and position: the speed depends on neither
+        self.position = (tf.constant(cfg.train.learning_rate, tf.float32), tf.constant(0, tf.int64),
+                         tf.constant(0, tf.int64))
         for batch in self.batches[:2]:  # trace and warm up
-            self.step(batch, self.flag, self.rate)
+            self.step(batch, self.flags, *self.position)
 
     def time_round(self):
         start, tokens = time.perf_counter(), 0.0
         for batch in self.batches:
-            _, batch_tokens, _, _ = self.step(batch, self.flag, self.rate)
+            _, batch_tokens, _, _, _ = self.step(batch, self.flags, *self.position)
             tokens += float(batch_tokens)
         self.tokens = tokens  # target tokens in one round (the same every round)
         return tokens / (time.perf_counter() - start)

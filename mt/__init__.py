@@ -13,9 +13,10 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 def load(run_dir, weights="best", precision="auto"):
-    """Open a run folder written by `mt train` for translation: `mt.load(RUN).translate("una frase")`.
+    """Open a run folder written by `mt train` for translation: `mt.load(RUN).translate("una frase")`; or
+    a folder written by `mt export`, which translates with the search settings of the export.
 
     Imports TensorFlow only when called, so that `import mt` stays fast (see mt/api.py)."""
-    from mt.api import Model
+    from mt.api import load
 
-    return Model.load(run_dir, weights, precision)
+    return load(run_dir, weights, precision)

@@ -1,4 +1,6 @@
 """The Python API: `mt.load(RUN)` opens a run folder, `.translate(...)` translates as `mt translate` does.
+`mt.load(DIR)` of a folder written by `mt export` opens the SavedModel instead (ExportedModel), which
+translates with the search settings chosen at export.
 
     import mt
     model = mt.load("runs/es-en")
@@ -41,6 +43,18 @@ def search_options(settings):
 
 
 _TYPE_NAMES = {int: "an integer", str: "a string"}
+
+
+def load(path, weights="best", precision="auto"):
+    """A Model of a run folder, or an ExportedModel of a folder written by `mt export`."""
+    from mt.folders import ExportFolder
+
+    if ExportFolder(path).is_export():
+        if weights != "best" or precision != "auto":
+            raise UserError(f"{path} is an exported model: its weights and precision were chosen at export "
+                            "(mt export --weights, --precision)")
+        return ExportedModel(path)
+    return Model.load(path, weights, precision)
 
 
 class Model:
@@ -154,3 +168,50 @@ class Model:
                             "dev_bleu": None if best is None else best.get("bleu"),
                             "dev_loss": None if best is None else best.get("loss")}
         return info
+
+
+class ExportedModel:
+    """A SavedModel written by `mt export`, loaded with TensorFlow (and tensorflow-text) alone: `translate`
+    as Model's, with the search settings of the export; `info` is the export's record.
+
+    Settings passed to `translate` must be those of the export (a SavedModel holds one compiled search);
+    `score` needs the run folder, whose model the SavedModel does not expose step by step."""
+
+    def __init__(self, path):
+        from mt.folders import ExportFolder
+        from mt.runtime import import_tensorflow_text
+
+        self.path = str(path)
+        self.record = ExportFolder(path).record()
+        import_tensorflow_text("loading an exported model")
+        import tensorflow as tf
+
+        self._translate = tf.saved_model.load(self.path).signatures["serving_default"]
+        self.options = SearchOptions(**self.record["search"])
+
+    def translate(self, text, batch_size=None, **settings):
+        """Translate a string (returns a string) or a list of strings (returns a list in the same order)."""
+        import tensorflow as tf
+
+        asked = search_options(settings)
+        differing = [f"{name} {getattr(asked, name)!r} (exported: {getattr(self.options, name)!r})"
+                     for name in settings if getattr(asked, name) != getattr(self.options, name)]
+        if batch_size is not None and batch_size != self.record["batch_size"]:
+            differing.append(f"batch_size {batch_size!r} (exported: {self.record['batch_size']})")
+        if differing:
+            raise UserError(f"{self.path} cannot translate with {', '.join(differing)}: an exported model's "
+                            "settings are chosen at export (mt export ...); load the run folder for others")
+        single = isinstance(text, str)
+        lines = [text] if single else list(text)
+        if not all(isinstance(line, str) for line in lines):
+            raise TypeError("translate takes a string or a list of strings")
+        out = self._translate(text=tf.constant(lines, tf.string))["translations"].numpy()
+        texts = [t.decode("utf-8", "replace") for t in out]
+        return texts[0] if single else texts
+
+    def score(self, sources, targets, per_token=False, batch_size=64):
+        raise UserError(f"{self.path} is an exported model, which translates only: scoring needs the run folder "
+                        f"it was exported from ({self.record.get('run')}), mt.load(RUN).score(...)")
+
+    def info(self):
+        return dict(self.record)

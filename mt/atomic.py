@@ -1,10 +1,12 @@
 """Atomic, durable writes: write a temporary file beside the target, flush it to disk, rename it over
 the target, and flush the folder, so that after a crash or power loss the target is the old file or the
-whole new one, never a part."""
+whole new one, never a part. A folder of files (`mt export`) is written the same way: a temporary
+folder beside the target, renamed once whole."""
 
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 
 
@@ -91,3 +93,44 @@ def check_writable_folder(folder, what):
         os.remove(probe)
     except OSError as e:
         raise UserError(f"cannot write {what} in {folder}: {e.strerror or e}; choose a writable place") from None
+
+
+def is_empty_folder(path):
+    return os.path.isdir(path) and not os.listdir(path)
+
+
+@contextlib.contextmanager
+def atomic_folder(path, replace=False):
+    """Yield a new temporary folder beside `path` to fill; when the block finishes, flush its files and
+    rename it to `path`, so that `path` is never a partly written folder; on failure remove it.
+
+    `path` may be missing or an empty folder; an existing non-empty folder is replaced only with
+    `replace` (it is renamed aside, then removed once the new folder stands in its place)."""
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=parent)
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes the folder private; give it ordinary permissions
+    old = None
+    try:
+        yield tmp
+        for folder, _, files in os.walk(tmp):
+            for name in files:
+                fsync_file(os.path.join(folder, name))
+            fsync_folder(folder)
+        if os.path.isdir(path) and not is_empty_folder(path):
+            if not replace:
+                raise FileExistsError(17, "Folder exists and is not empty", path)
+            old = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".old", dir=parent)
+            os.replace(path, old)  # onto the empty folder just made: a rename in one folder
+        os.replace(tmp, path)  # onto a missing or empty folder
+        fsync_folder(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not os.path.exists(path):
+            os.replace(old, path)  # the new folder could not take its place: the old one goes back
+            old = None
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

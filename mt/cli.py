@@ -13,7 +13,7 @@ from mt import __version__
 from mt.errors import UserError
 from mt.folders import RunFolder
 from mt.runtime import import_tensorflow_quietly
-from mt.search_options import search_options
+from mt.search_options import DEFAULTS, search_options
 
 
 def stage(fn, tensorflow=True):
@@ -59,8 +59,10 @@ def cli():
     mt translate input.txt --model RUN_A --model RUN_B -o out.txt    (ensemble)
     mt score --model RUN --src test.es --tgt test.en
     mt average RUN --last 5 --out RUN/averaged.weights.h5
+    mt export --model RUN --out DIR    (a TensorFlow SavedModel that translates)
     mt evaluate --ref ref.txt --hyp out.txt
     mt pipeline run pipelines/quickstart.yaml
+    mt lm train --text input.txt --out RUN                           (a character language model)
     """
 
 
@@ -116,6 +118,11 @@ _PRECISION = click.option("--precision", type=click.Choice(["auto", "float32", "
               "cluster, mirrored with several GPUs, else one device.")
 @click.option("--cpu-replicas", default=0, help="Split the CPU into N logical devices and train data-parallel "
               "on them (to try mirrored training without GPUs).")
+@click.option("--join-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Multi-worker: how long to wait for every task of the cluster to join (default 600).")
+@click.option("--worker-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Multi-worker: a task that sends no heartbeat for this long counts as gone, and the others "
+              "stop with an error naming it (default 10).")
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
               help="Compute precision (overrides the config); mixed_float16 uses loss scaling; auto: "
               "mixed_bfloat16 where the CPU has bfloat16 products in hardware (AVX-512 BF16, AMX) and no "
@@ -229,6 +236,37 @@ def serve(**kwargs):
 
 
 @cli.command()
+@click.option("--model", required=True, type=click.Path(file_okay=False), help="Run folder written by train.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the SavedModel "
+              "in: new or empty (see --force). Written beside it under a temporary name, renamed when whole.")
+@search_options(n_best=False)
+@click.option("--batch-size", type=int, default=None, help="Sentences decoded together inside the SavedModel. "
+              "Default: 320 rows of the search, i.e. 320 sentences for greedy search and sampling, 320 / beam "
+              "size for beam search (the batches of `mt translate --workers 1`).")
+@click.option("--weights", default="best", show_default=True,
+              callback=lambda ctx, param, value: _weights_values(ctx, param, [value])[0],
+              help="Which saved weights: best, last, or a path to a weights file (as `mt average` writes).")
+@_PRECISION
+@click.option("--force", is_flag=True, help="Replace --out even if it holds something.")
+def export(**kwargs):
+    """Export a run as a TensorFlow SavedModel that translates strings with TensorFlow alone.
+
+    \b
+    import tensorflow as tf, tensorflow_text
+    f = tf.saved_model.load(DIR).signatures["serving_default"]
+    f(text=tf.constant(["una frase"]))["translations"]
+
+    The signature serving_default maps text (a batch of strings) to translations, scores and log_probs;
+    SentencePiece and the search run inside the graph, with the search settings given here (the defaults
+    of `mt translate`), recorded in DIR/assets.extra/mt-export.json and the signature info. Needs
+    pip install 'mt[export]' (tensorflow-text).
+    """
+    from mt import export as stage_module
+
+    return stage(stage_module.run)(**kwargs)
+
+
+@cli.command()
 @_MODELS
 @click.option("--src", required=True, type=click.Path(dir_okay=False, allow_dash=True),
               help="Source text, one sentence a line ('-' for stdin).")
@@ -307,6 +345,88 @@ def pipeline_run(path, force):
     return stage(stage_module.run, tensorflow=False)(path, cli.commands, force=force)
 
 
+_WEIGHTS = click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True,
+                        help="Which saved weights to use.")
+
+
+@cli.group("lm")
+def lm_group():
+    """A character-level language model: train it on a text, sample from it, measure it.
+
+    \b
+    mt lm train --text input.txt --out RUN [--config small] [--max-minutes 10]
+    mt lm sample --model RUN --prime "static int" --length 500 --temperature 0.8
+    mt lm evaluate --model RUN --text held-out.txt
+    mt inspect cells --model RUN --input held-out.txt --out cells.html
+    """
+
+
+_LM_RUN = click.option("--model", required=True, type=click.Path(file_okay=False),
+                       help="Run folder written by `mt lm train`.")
+
+
+@lm_group.command("train")
+@click.option("--text", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="Training text; repeat for several files, read in the order given as one stream.")
+@click.option("--dev-text", multiple=True, type=click.Path(dir_okay=False),
+              help="Dev text for validation (repeatable); without it, the last lines of --text "
+              "(train.dev_fraction) are held out.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (created, or resumed "
+              "if it holds a checkpoint).")
+@click.option("--config", help="Config YAML path or shipped config name (small, kernel).")
+@click.option("--max-steps", type=int, help="Stop after this many updates (overrides the config).")
+@click.option("--max-minutes", type=float, help="Stop after this many minutes (overrides the config).")
+@click.option("--seed", type=int, help="Random seed (overrides the config).")
+@click.option("--checkpoint-every", type=int, help="Updates between checkpoints (overrides the config).")
+@click.option("--restart", is_flag=True, help="Start a new run in --out, discarding the run it holds.")
+def lm_train(**kwargs):
+    """Train a character language model by truncated backpropagation through time.
+
+    The text is cut into train.batch_size parallel streams; every update reads train.bptt more
+    characters of each, from the state the previous update carried over. Ctrl-C or SIGTERM saves a
+    checkpoint; the same command resumes at the same place in the streams.
+    """
+    from mt.lm import train as stage_module
+
+    return stage(stage_module.run)(**kwargs)
+
+
+@lm_group.command("sample")
+@_LM_RUN
+@click.option("--prime", default="", help="Text the sample continues (default: the start of a line).")
+@click.option("--length", default=500, show_default=True, help="Characters to generate (bytes, for a byte "
+              "vocabulary).")
+@click.option("--temperature", default=DEFAULTS.temperature, show_default=True,
+              help="Divide log-probabilities by this: lower is safer and more repetitive, higher more varied.")
+@click.option("--argmax", is_flag=True, help="Always take the most probable character (greedy; no randomness).")
+@click.option("--top-k", default=DEFAULTS.top_k, show_default=True,
+              help="Only from the K most probable characters (0 = all).")
+@click.option("--top-p", default=DEFAULTS.top_p, show_default=True,
+              help="Only from the most probable characters that together reach this probability (1 = all).")
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, help="The same seed gives the same text.")
+@_WEIGHTS
+def lm_sample(**kwargs):
+    """Generate text from a language model; the prime and the sample go to stdout."""
+    from mt.lm import sample as stage_module
+
+    return stage(stage_module.run)(**kwargs)
+
+
+@lm_group.command("evaluate")
+@_LM_RUN
+@click.option("--text", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="Held-out text (repeatable).")
+@click.option("--streams", default=64, show_default=True, help="At most this many parallel rows the text "
+              "is read as, each from the zero state and at least 4,096 characters long: more is faster.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_WEIGHTS
+def lm_evaluate(**kwargs):
+    """Bits per character (and perplexity) of a language model on held-out text."""
+    from mt.lm import evaluate as stage_module
+
+    return stage(stage_module.run)(**kwargs)
+
+
 @cli.group("inspect")
 def inspect_group():
     """Look inside a run: attention maps, hidden units, training curves.
@@ -325,9 +445,6 @@ _RUN = click.option("--model", required=True, type=click.Path(file_okay=False), 
 _SRC = click.option("--src", help="One source sentence.")
 _INPUT = click.option("--input", type=click.Path(dir_okay=False, allow_dash=True),
                       help="Source text, one sentence a line ('-' for stdin); empty lines are skipped.")
-_WEIGHTS = click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True,
-                        help="Which saved weights to use.")
-
 
 @inspect_group.command("attention")
 @_RUN
@@ -361,12 +478,19 @@ def inspect_attention(**kwargs):
 @click.option("--max-sentences", default=50, show_default=True, help="Use at most this many lines of --input.")
 @_WEIGHTS
 def inspect_cells(**kwargs):
-    """Encoder hidden units coloured over a text.
+    """Hidden units coloured over a text: the encoder's, or a language model's.
 
-    Lists the units whose activation follows simple features of the text (inside quotes, position in
-    the sentence, punctuation, word start) and colours the text by a few of them.
+    Lists the units whose activation follows simple features of the text (translation models: inside
+    quotes, position in the sentence, punctuation, word start; language models of `mt lm train`: inside
+    quotes, inside a comment, bracket depth, position in the line, line length so far) and colours the
+    text by a few of them. For a language model --max-sentences counts the lines of --input.
     """
-    from mt.inspection import cells as stage_module
+    from mt.folders import LMRunFolder
+
+    if LMRunFolder(kwargs["model"]).is_lm():
+        from mt.inspection import lm_cells as stage_module
+    else:
+        from mt.inspection import cells as stage_module
 
     return stage(stage_module.run)(**kwargs)
 

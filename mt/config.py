@@ -36,10 +36,10 @@ class ModelConfig:
     dropout: float = 0.2
 
     def check(self):
-        _choice("model.cell", self.cell, CELLS)
-        _choice("model.attention", self.attention, ATTENTIONS)
+        choice("model.cell", self.cell, CELLS)
+        choice("model.attention", self.attention, ATTENTIONS)
         for name in ("emb_dim", "enc_units", "enc_layers", "dec_units", "dec_layers"):
-            _positive(f"model.{name}", getattr(self, name))
+            positive(f"model.{name}", getattr(self, name))
         if self.attention == "dot" and 2 * self.enc_units != self.dec_units:
             raise UserError(
                 f"model.attention 'dot' needs dec_units = 2 x enc_units (got {self.dec_units} and "
@@ -80,7 +80,7 @@ class TrainConfig:
     def check(self):
         for name in ("batch_tokens", "max_len", "length_multiple", "eval_every", "checkpoint_every",
                      "keep_checkpoints", "log_every", "accumulate"):
-            _positive(f"train.{name}", getattr(self, name))
+            positive(f"train.{name}", getattr(self, name))
         for name in ("max_steps", "max_minutes", "max_epochs", "patience", "eval_bleu_sentences"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name} must be 0 or more, got {getattr(self, name)}")
@@ -88,24 +88,33 @@ class TrainConfig:
             raise UserError("train.learning_rate and train.clip_norm must be positive")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        _choice("train.precision", self.precision, TRAIN_PRECISIONS)
-        from mt.schedule import resolve
+        choice("train.precision", self.precision, TRAIN_PRECISIONS)
+        from mt.schedule import SCHEDULES
 
-        resolve(self.schedule, self.max_steps, self.max_minutes)
+        # only the name here: the budget a decay needs may still come from the command line, and the
+        # trainer resolves the schedule against the final budget
+        choice("train.schedule", self.schedule, SCHEDULES)
         if self.warmup_steps < 0 or not 0.0 <= self.final_lr <= 1.0:
             raise UserError("train.warmup_steps must be 0 or more and train.final_lr in [0, 1]")
         if not 0.0 <= self.ema_decay < 1.0:
             raise UserError(f"train.ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
 
 
-@dataclass
-class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+class Sections:
+    """A config of named sections (dataclasses of settings), read from and written to YAML.
+
+    A subclass is a dataclass whose fields are its sections, each with a default factory; SHIPPED is the
+    folder of its shipped configs (`--config NAME`)."""
+
+    SHIPPED = CONFIG_DIR
+
+    @classmethod
+    def section_types(cls):
+        return {f.name: type(f.default_factory()) for f in dataclasses.fields(cls)}
 
     def check(self):
-        self.model.check()
-        self.train.check()
+        for name in self.section_types():
+            getattr(self, name).check()
         return self
 
     def to_dict(self):
@@ -120,20 +129,21 @@ class Config:
     @classmethod
     def from_dict(cls, data, where="config"):
         data = data or {}
+        types = cls.section_types()
+        expected = " and ".join(f"'{name}'" for name in types)
         if not isinstance(data, dict):
-            raise UserError(f"{where}: expected a mapping with 'model' and 'train' sections")
-        unknown = set(data) - {"model", "train"}
+            raise UserError(f"{where}: expected a mapping with {expected} sections")
+        unknown = set(data) - set(types)
         if unknown:
-            raise UserError(f"{where}: unknown section(s) {sorted(unknown)}; expected 'model' and 'train'")
-        return cls(model=_build(ModelConfig, data.get("model"), f"{where}: model"),
-                   train=_build(TrainConfig, data.get("train"), f"{where}: train")).check()
+            raise UserError(f"{where}: unknown section(s) {sorted(unknown)}; expected {expected}")
+        return cls(**{name: build_section(kind, data.get(name), f"{where}: {name}") for name, kind in types.items()}).check()
 
     @classmethod
     def load(cls, path_or_name=None):
         """Read a config file, or a shipped config by name; None gives the defaults."""
         if path_or_name is None:
             return cls().check()
-        path = resolve_config_path(path_or_name)
+        path = resolve_config_path(path_or_name, cls.SHIPPED)
         try:
             with open(path, encoding="utf-8") as f:
                 data = yaml.safe_load(f)
@@ -142,17 +152,27 @@ class Config:
         return cls.from_dict(data, where=path)
 
 
-def resolve_config_path(path_or_name):
+@dataclass
+class Config(Sections):
+    """The settings of a translation model and its training."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def resolve_config_path(path_or_name, shipped_folder=CONFIG_DIR):
+    """A config file's path: `path_or_name` itself, or the shipped config of that name in `shipped_folder`."""
     if os.path.exists(path_or_name):
         return path_or_name
-    shipped = os.path.join(CONFIG_DIR, f"{path_or_name}.yaml")
+    shipped = os.path.join(shipped_folder, f"{path_or_name}.yaml")
     if os.path.exists(shipped):
         return shipped
-    names = sorted(n[:-5] for n in os.listdir(CONFIG_DIR) if n.endswith(".yaml"))
+    names = sorted(n[:-5] for n in os.listdir(shipped_folder) if n.endswith(".yaml"))
     raise UserError(f"config '{path_or_name}' is neither a file nor a shipped config ({', '.join(names)})")
 
 
-def _build(cls, data, where):
+def build_section(cls, data, where):
+    """The settings dataclass `cls` from a mapping, every key known and every value of its field's type."""
     data = data or {}
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a mapping of settings")
@@ -163,11 +183,11 @@ def _build(cls, data, where):
     values = {}
     for key, value in data.items():
         default = fields[key].default
-        values[key] = _coerce(value, type(default), f"{where}.{key}")
+        values[key] = coerce(value, type(default), f"{where}.{key}")
     return cls(**values)
 
 
-def _coerce(value, kind, where):
+def coerce(value, kind, where):
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -184,11 +204,11 @@ def _coerce(value, kind, where):
     raise UserError(f"{where}: expected {kind.__name__}, got {value!r}")
 
 
-def _choice(name, value, choices):
+def choice(name, value, choices):
     if value not in choices:
         raise UserError(f"{name} must be one of {', '.join(choices)}; got '{value}'")
 
 
-def _positive(name, value):
+def positive(name, value):
     if value <= 0:
         raise UserError(f"{name} must be positive, got {value}")

@@ -8,17 +8,32 @@
     tpu           TPUStrategy where a TPU cluster resolver answers
 
 Everything here must run before TensorFlow initializes its devices (before the first op).
+
+A multi-worker run waits at most `--join-timeout` for its cluster to form, then notices a lost worker
+through the heartbeats of TensorFlow's coordination service, whose timeout (`--worker-timeout`) is set
+here; `lost_worker` names the task that a failed collective operation blames.
+Workers other than the chief write their checkpoints to temporary folders, held (flock) while they live,
+so that a worker that died without removing its folder has it removed by the next one on that machine.
 """
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 
 from mt.errors import UserError
+from mt.folders import RunFolder
 from mt.runtime import native_bfloat16
 
 STRATEGIES = ("auto", "one", "mirrored", "multi-worker", "tpu")
+WORKER_TIMEOUT = 10.0  # seconds without a heartbeat before a task counts as gone: TensorFlow's own default
+JOIN_TIMEOUT = 600.0  # seconds to wait for every task to join: a worker that failed at its start never does
+WORKER_FOLDER_PREFIX = "mt-worker-"
+_HELD = {}  # worker folder -> the file descriptor of this process's lock on it
 
 
 def cluster_spec():
@@ -48,8 +63,11 @@ def resolve_precision(precision, cpuinfo="/proc/cpuinfo"):
     return "mixed_bfloat16" if native_bfloat16(cpuinfo) else "float32"
 
 
-def make_strategy(name, cpu_replicas=0, precision="float32"):
-    """Create the strategy (and the mixed precision policy) before any model is built."""
+def make_strategy(name, cpu_replicas=0, precision="float32", worker_timeout=WORKER_TIMEOUT,
+                  join_timeout=JOIN_TIMEOUT):
+    """Create the strategy (and the mixed precision policy) before any model is built; a multi-worker
+    strategy waits `join_timeout` seconds at most for every task to join, and counts a task as gone after
+    `worker_timeout` seconds without its heartbeat."""
     import keras
     import tensorflow as tf
 
@@ -60,12 +78,12 @@ def make_strategy(name, cpu_replicas=0, precision="float32"):
     gpus = tf.config.list_physical_devices("GPU")  # (listing logical devices would start the runtime)
     if name == "auto":
         name = "multi-worker" if tasks > 1 else "mirrored" if len(gpus) > 1 or cpu_replicas > 1 else "one"
-    strategy = _create(name, tasks, cpu_replicas, gpus)
+    strategy = _create(name, tasks, cpu_replicas, gpus, worker_timeout, join_timeout)
     keras.mixed_precision.set_global_policy(precision)
     return strategy
 
 
-def _create(name, tasks, cpu_replicas, gpus):
+def _create(name, tasks, cpu_replicas, gpus, worker_timeout, join_timeout):
     import tensorflow as tf
 
     if name == "multi-worker":  # collective ops must be set up before anything else starts the runtime
@@ -73,7 +91,18 @@ def _create(name, tasks, cpu_replicas, gpus):
             raise UserError("--strategy multi-worker needs TF_CONFIG naming the cluster; see docs/distributed.md")
         if cpu_replicas:
             raise UserError("--cpu-replicas is for one machine; with multi-worker each worker is one replica")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        config = cluster_spec()
+        watch_heartbeats(config["cluster"], worker_timeout)
+        if join_timeout <= 0:
+            raise UserError(f"--join-timeout must be a positive number of seconds, got {join_timeout:g}")
+        task = config["task"]
+        others = [_describe(t, config["cluster"]) for t in _all_tasks(config["cluster"])
+                  if t != (task.get("type"), int(task.get("index", 0)))]
+        missing = others[0] if len(others) == 1 else f"one of {', '.join(others)}"
+        with bounded_wait(join_timeout, f"the cluster did not form within {join_timeout:g} s: {missing} did "
+                          "not join; start every worker with the same command (a worker that failed at its "
+                          "start says why in its own output), or give --join-timeout more time"):
+            return tf.distribute.MultiWorkerMirroredStrategy()
     if cpu_replicas:
         split_cpu(cpu_replicas)
     if name == "mirrored":
@@ -89,6 +118,122 @@ def _create(name, tasks, cpu_replicas, gpus):
             raise UserError(f"--strategy tpu: no TPU answered ({str(e).splitlines()[0]})") from None
         return tf.distribute.TPUStrategy(resolver)
     return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+
+
+def coordination_leader(cluster):
+    """(job, index) of the task that runs TensorFlow's coordination service: the chief, else worker 0."""
+    return ("chief", 0) if "chief" in cluster else ("worker", 0)
+
+
+def watch_heartbeats(cluster, timeout):
+    """Configure the coordination service that MultiWorkerMirroredStrategy starts, as the strategy itself
+    would, but with a heartbeat timeout of `timeout` seconds: the leader counts a task that sent no
+    heartbeat for that long as gone and aborts the collectives of every other task, and a task whose
+    heartbeats to the leader go unanswered that long aborts its own (docs/design.md, "A lost worker").
+
+    TensorFlow offers no public setting for this; the context's own method is used, as TensorFlow's
+    ParameterServerStrategy does."""
+    from tensorflow.python.eager import context
+
+    if timeout <= 0:
+        raise UserError(f"--worker-timeout must be a positive number of seconds, got {timeout:g}")
+    if context.context().coordination_service is not None:
+        return  # configured already in this process
+    job, index = coordination_leader(cluster)
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=f"/job:{job}/replica:0/task:{index}",
+        heartbeat_timeout_in_ms=int(timeout * 1000))
+    jobs = context.context().coordination_service.coordinated_job_list
+    for job in ("chief", "worker"):  # the jobs the strategy coordinates
+        if job in cluster:
+            jobs.add(name=job, num_tasks=len(cluster[job]))
+
+
+def heartbeat_timeout():
+    """The heartbeat timeout in force in this process, in seconds (None before a multi-worker strategy)."""
+    from tensorflow.python.eager import context
+
+    config = context.context().coordination_service
+    return config.heartbeat_timeout_in_ms / 1000 if config is not None and config.heartbeat_timeout_in_ms else None
+
+
+_TASK = re.compile(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)")
+
+
+def lost_worker(message, cluster, own, timeout=None):
+    """A phrase naming the task that a failed collective operation's error `message` blames, and why:
+    "worker 1 (10.0.0.2:2222) is gone (it sent no heartbeat for 10 s)". `cluster` is TF_CONFIG's cluster,
+    `own` this task's (job, index).
+
+    TensorFlow names a task that missed its heartbeats after "unhealthy", the peer of a failed call as its
+    "remote target" (or by its address when it could not connect); a heartbeat to the coordination service
+    that times out blames the service's host."""
+    timeout = f" for {timeout:g} s" if timeout else ""
+    blamed, why = None, None
+    for marker, reason in (("unhealthy", f"it sent no heartbeat{timeout}"),
+                           ("remote target", "its connection was lost")):
+        at = message.find(marker)
+        found = [t for t in _tasks(message[at:]) if t != own] if at >= 0 else []
+        if found:
+            blamed, why = found[0], reason
+            break
+    if blamed is None and "CoordinationService/Heartbeat" in message:
+        blamed, why = coordination_leader(cluster), f"it answered no heartbeat{timeout}"
+    if blamed is None:
+        found = [t for t in _tasks(message) if t != own]
+        blamed = found[0] if found else None
+    if blamed is None:  # a call that could not connect names the peer's address
+        found = [t for t in _all_tasks(cluster) if t != own and cluster[t[0]][t[1]] in message]
+        blamed, why = (found[0], "its connection was lost") if found else (None, why)
+    if why is None and "timed out" in message:
+        why = "a collective operation timed out"
+    name = "another task" if blamed is None else _describe(blamed, cluster)
+    return f"{name} is gone" + (f" ({why})" if why else "")
+
+
+_WATCH = """
+import os, select, signal, sys
+seconds, pid, message = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if not select.select([sys.stdin], [], [], seconds)[0]:
+    sys.stderr.write("error: " + message + "\\n")
+    sys.stderr.flush()
+    os.kill(pid, signal.SIGKILL)
+"""
+
+
+@contextlib.contextmanager
+def bounded_wait(seconds, message):
+    """Stop this process with the one-line error `message` when the block has not ended within `seconds`.
+
+    The watch runs in a child process: TensorFlow waits for the cluster in native code that holds Python's
+    lock, so no thread or signal handler of this process would run meanwhile, and only SIGKILL is sure to
+    end the wait. The child ends quietly when the block ends or this process dies (the pipe closes)."""
+    child = subprocess.Popen([sys.executable, "-c", _WATCH, str(seconds), str(os.getpid()), message],
+                             stdin=subprocess.PIPE)
+    try:
+        yield
+    finally:
+        child.stdin.close()
+        child.wait()
+
+
+def _all_tasks(cluster):
+    return [(job, index) for job in ("chief", "worker") for index in range(len(cluster.get(job, [])))]
+
+
+def _tasks(text):
+    return [(job, int(index)) for job, index in _TASK.findall(text)]
+
+
+def _describe(task, cluster):
+    job, index = task
+    addresses = cluster.get(job, [])
+    where = [addresses[index]] if index < len(addresses) else []
+    if job == "chief":
+        return "the chief" + (f" ({where[0]})" if where else "")
+    if task == coordination_leader(cluster):
+        where.append("the chief")
+    return f"{job} {index}" + (f" ({', '.join(where)})" if where else "")
 
 
 def split_cpu(replicas):
@@ -130,12 +275,46 @@ def chief_in_tf_config():
 
 
 def worker_folder(run_dir, chief):
-    """Where this task writes: the run folder on the chief, a temporary folder on the others."""
+    """Where this task writes: the run folder on the chief, a new temporary folder on the others, held by
+    this process until `remove_worker_folder`. The folders of workers that died without removing theirs
+    (SIGKILL, a crash) are removed first."""
     if chief:
         return run_dir
-    return tempfile.mkdtemp(prefix="mt-worker-")
+    remove_abandoned_worker_folders()
+    path = tempfile.mkdtemp(prefix=WORKER_FOLDER_PREFIX)
+    _HELD[path] = RunFolder(path).hold()
+    return path
 
 
 def remove_worker_folder(folder, chief):
-    if not chief:
-        shutil.rmtree(folder, ignore_errors=True)
+    if chief:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    fd = _HELD.pop(folder, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def remove_abandoned_worker_folders(root=None):
+    """Remove the worker folders in `root` (the temporary folder) that no living process holds: the
+    kernel released their locks when their workers died. Returns their paths."""
+    root = root or tempfile.gettempdir()
+    removed = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(root, name)
+        if not name.startswith(WORKER_FOLDER_PREFIX) or path in _HELD or not os.path.isdir(path):
+            continue
+        try:
+            fd = RunFolder(path).hold()
+        except (UserError, OSError):
+            continue  # a living worker's (or another user's) folder
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed

@@ -9,6 +9,12 @@
                  from), the tokenizers, weights/best.weights.h5 and weights/last.weights.h5,
                  checkpoints/ (for resuming), metrics.jsonl, tb/ (TensorBoard), done.json (written when
                  the run has finished)
+    LMRunFolder  written by `mt lm train`, read by `mt lm sample|evaluate` and `mt inspect cells`: a
+                 run folder without tokenizers, whose data.json describes the texts ("kind": "lm") and
+                 whose vocab.json holds the model's characters or bytes
+    ExportFolder written by `mt export`, read by TensorFlow alone (and `mt.load`): a SavedModel
+                 (saved_model.pb, variables/) and assets.extra/mt-export.json, what it was exported from
+                 and with which search settings
 
 No other module spells these names: they ask a folder object for its paths and records. Records are
 JSON, read with one-line errors naming the file, and written atomically and durably (mt/atomic.py).
@@ -186,6 +192,7 @@ class RunFolder:
     WEIGHTS_SUFFIX = ".weights.h5"  # Keras saves weights only under a name with this ending
     LOCK = ".lock"
     CHECKPOINT_STATE = "checkpoint"  # in checkpoints/: tf.train.CheckpointManager's list of checkpoints
+    COMMAND = "mt train"  # what writes such a folder, as the lock names its holder
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -246,6 +253,9 @@ class RunFolder:
 
     def vocab_sizes(self):
         info = self.data_info()
+        if info.get("kind") == LMRunFolder.KIND:
+            raise UserError(f"{self.path} holds a language model (`mt lm train`), not a translation model: use "
+                            "`mt lm sample`, `mt lm evaluate` or `mt inspect cells` with it")
         try:
             return int(info["src_vocab"]), int(info["tgt_vocab"])
         except (KeyError, TypeError, ValueError):
@@ -283,7 +293,16 @@ class RunFolder:
     @contextlib.contextmanager
     def lock(self):
         """Hold the run folder for this process while the block runs; a second holder is refused at once
-        with a UserError naming the process that holds it.
+        with a UserError naming the process that holds it."""
+        fd = self.hold()
+        try:
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def hold(self):
+        """Take the run folder's lock for this process and return its file descriptor, whose closing
+        releases it; a UserError naming the holder when another process holds it.
 
         An advisory lock (flock) on a file in the folder: the kernel releases it when its holder exits in
         any way, SIGKILL included, so a crashed run never leaves the folder locked."""
@@ -298,10 +317,11 @@ class RunFolder:
                             "train into another --out") from None
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"`mt train` (process {os.getpid()} on {socket.gethostname()})\n".encode(), 0)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+            os.pwrite(fd, f"`{self.COMMAND}` (process {os.getpid()} on {socket.gethostname()})\n".encode(), 0)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
     # -- weights and tokenizers -----------------------------------------------------------------------
 
@@ -389,3 +409,86 @@ class RunFolder:
         from mt.tokenizer import Tokenizer
 
         return tuple(Tokenizer(self.tokenizer_path(side)) for side in SIDES)
+
+
+class LMRunFolder(RunFolder):
+    """The run folder of a character language model (`mt lm train`): the records, weights, checkpoints
+    and logs of a RunFolder, no tokenizers, and the vocabulary of the model (`vocab.json`)."""
+
+    VOCAB = "vocab.json"
+    KIND = "lm"  # data.json's "kind"
+    TOKENIZERS = {}
+    COMMAND = "mt lm train"
+
+    @property
+    def vocab_path(self):
+        return self.file(self.VOCAB)
+
+    def is_lm(self):
+        """The folder holds (or is training) a language model."""
+        return os.path.isfile(self.vocab_path)
+
+    def data_info(self):
+        if not self.is_run():
+            raise UserError(f"{self.path} is not a language model's run folder (no {self.DATA_INFO}): train one "
+                            "with `mt lm train`")
+        info = read_json(self.data_info_path, "train the run again with `mt lm train --restart`")
+        if info.get("kind") != self.KIND:
+            raise UserError(f"{self.path} holds a translation model, not a language model: give the run folder "
+                            "of `mt lm train`")
+        return info
+
+    def load_config(self):
+        from mt.lm.config import LMConfig
+
+        return LMConfig.load(self.config_path)
+
+    def read_vocab(self):
+        """The vocabulary record (see mt/lm/vocab.py)."""
+        if not os.path.isfile(self.vocab_path):
+            self.data_info()  # the clearer error when the folder is not a language model's
+            raise UserError(f"{self.vocab_path} not found: train the run again with `mt lm train --restart`")
+        return read_json(self.vocab_path, "train the run again with `mt lm train --restart`")
+
+    def write_vocab(self, record):
+        write_json(self.vocab_path, record)
+
+    def clear(self):
+        super().clear()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.vocab_path)
+
+
+class ExportFolder:
+    """A folder written by `mt export`: a TensorFlow SavedModel and the record of how it was made.
+
+    The record lies in assets.extra/, the SavedModel's place for files its graph does not read (TensorFlow
+    Serving copies the folder with the model and ignores them)."""
+
+    SAVED_MODEL = "saved_model.pb"
+    EXTRA = "assets.extra"
+    RECORD = "mt-export.json"
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    @property
+    def record_path(self):
+        return os.path.join(self.path, self.EXTRA, self.RECORD)
+
+    def is_export(self):
+        """The folder holds a SavedModel with mt's record beside it."""
+        return os.path.isfile(self.file(self.SAVED_MODEL)) and os.path.isfile(self.record_path)
+
+    def write_record(self, record):
+        os.makedirs(os.path.dirname(self.record_path), exist_ok=True)
+        write_json(self.record_path, record)
+
+    def record(self):
+        if not self.is_export():
+            raise UserError(f"{self.path} is not a folder written by `mt export` (no {self.SAVED_MODEL} with "
+                            f"{self.EXTRA}/{self.RECORD}): export a run with `mt export --model RUN --out DIR`")
+        return read_json(self.record_path, "export the run again with `mt export`")

@@ -159,16 +159,18 @@ class RecurrentCell(keras.layers.Layer):
         return (tf.tanh(xw + hu),)
 
 
-def run_recurrence(cell, xw, mask, initial_state, longest_first=False):
+def run_recurrence(cell, xw, mask, initial_state, longest_first=False, recurrent=None):
     """Run `cell` over projected inputs xw [B, T, G*H] with mask [B, T]; state freezes on padding.
+    `mask` None: every step is real (a language model's stream), and no step pays for a mask.
 
     Returns (outputs [B, T, H], final state). With padding at the end, the final state is the state at
     each sentence's last real position. `longest_first`: the rows are sorted by length, longest first, so
     the rows with a real token at step t are the first few, and only those are computed: in a batch of
-    sentences of different lengths, most of the padding costs nothing.
+    sentences of different lengths, most of the padding costs nothing. `recurrent`: the recurrent kernel
+    as the caller prepared it for `cell.step` (default: cell.widened).
     """
     xw_t = tf.transpose(xw, [1, 0, 2])
-    recurrent = cell.widened(cell.recurrent)
+    recurrent = cell.widened(cell.recurrent) if recurrent is None else recurrent
 
     def body(state, elems):
         x, m = elems
@@ -183,7 +185,9 @@ def run_recurrence(cell, xw, mask, initial_state, longest_first=False):
             m.set_shape(s.shape)  # as many rows as before (a known batch size stays known in the loop)
         return merged
 
-    if longest_first:
+    if mask is None:
+        states = tf.scan(lambda state, x: cell.step(x, state, recurrent), xw_t, initializer=initial_state)
+    elif longest_first:
         rows = tf.reduce_sum(tf.cast(mask, tf.int32), axis=0)
         states = tf.scan(packed_body, (xw_t, rows), initializer=initial_state)
     else:

@@ -6,7 +6,8 @@ A pipeline file looks like this:
     # repository root).
     name: quickstart            # optional; shown in the summary (default: the file name)
     stages:
-      - preprocess:             # any `mt` command: preprocess | train | translate | evaluate
+      - preprocess:             # any `mt` command: preprocess | train | translate | evaluate, or
+                                # lm train | lm evaluate | lm sample (pipelines/linux-c.yaml)
           src: data/default/train.src
           tgt: data/default/train.tgt
           out: work/quickstart/data
@@ -41,14 +42,16 @@ in the folder of the stage's first output (NAME: that output's file name). The f
     train       inputs: DATA/manifest.json and the config file       output: OUT/done.json
     translate   inputs: INPUT and MODEL/done.json                   output: the output file
     evaluate    never skipped (it is cheap and prints the scores it returns)
+    lm train    inputs: TEXT, DEV_TEXT and the config file           output: OUT/done.json
+    lm evaluate, lm sample   never skipped (they print what they find)
     command     its `inputs` and `outputs`; without outputs, never skipped
 
-A stale train stage runs `mt train --restart`: its run folder gets a new model, never the old run's
+A stale train (or lm train) stage runs with --restart: its run folder gets a new model, never the old run's
 "nothing to do". Only a run that this stage started with the same settings and inputs and that did not
 finish (interrupted) is resumed instead.
 
-Once a stage has run, every later stage runs too (its inputs may have changed), except after an
-evaluate stage, which writes nothing. `--force` runs every stage.
+Once a stage has run, every later stage runs too (its inputs may have changed), except after a stage
+that writes nothing (evaluate, lm evaluate, lm sample). `--force` runs every stage.
 """
 
 import contextlib
@@ -66,10 +69,12 @@ import yaml
 
 from mt.atomic import write_json
 from mt.errors import UserError
-from mt.folders import DataFolder, RunFolder
+from mt.folders import DataFolder, LMRunFolder, RunFolder
 from mt.runtime import shared_process
 
-MT_COMMANDS = ("preprocess", "train", "translate", "evaluate")
+MT_COMMANDS = ("preprocess", "train", "translate", "evaluate", "lm train", "lm evaluate", "lm sample")
+TRAINING = ("train", "lm train")  # a stale stage of these runs with --restart
+WRITES_NOTHING = ("evaluate", "lm evaluate", "lm sample")  # print only: later stages do not become stale
 EXTERNAL = "command"
 EXTERNAL_KEYS = ("run", "inputs", "outputs")
 TOP_LEVEL_KEYS = ("name", "stages")
@@ -149,7 +154,7 @@ def parse_stage(path, number, raw, commands) -> Stage:
         raise UserError(f"{where}: expected a mapping of settings, got {type(settings).__name__}")
     if name == EXTERNAL:
         return parse_external(number, where, settings)
-    command = commands[name]
+    command = mt_command(commands, name)
     values = settings_by_param(command, settings, where)
     argv = build_args(command, values, where)
     check_with_click(command, name, argv, where)
@@ -308,7 +313,27 @@ def mt_stage_files(name, values, where) -> tuple[list, list]:
         inputs = [] if values["input"] == "-" else [values["input"]]
         inputs.append(RunFolder(values["model"]).done_path)
         return inputs, [values["output"]] if values.get("output") else []
+    if name == "lm train":
+        inputs = _as_list(values["text"]) + _as_list(values.get("dev_text"))
+        if values.get("config"):
+            from mt.config import resolve_config_path
+            from mt.lm.config import LMConfig
+
+            try:
+                inputs.append(resolve_config_path(str(values["config"]), LMConfig.SHIPPED))
+            except UserError as e:
+                raise UserError(f"{where}: {e}") from e
+        return inputs, [LMRunFolder(values["out"]).done_path]
+    if name in ("lm evaluate", "lm sample"):
+        return _as_list(values.get("text")) + [LMRunFolder(values["model"]).done_path], []  # never skipped
     return [values["ref"], values["hyp"]], []  # evaluate: no outputs, never skipped
+
+
+def _as_list(value):
+    """The files of a setting that may repeat: one path, or a list of them."""
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -380,7 +405,7 @@ def write_stamp(stage, pipeline_path):
         write_json(stamp_path(stage), {"pipeline": str(pipeline_path), "stage": stage.number,
                                        "command": stage.name, "argv": stage.argv,
                                        "fingerprint": stage.fingerprint()})
-        if stage.name == "train":
+        if stage.name in TRAINING:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(attempt_path(stage))
 
@@ -394,7 +419,7 @@ def run_mt_command(stage, command):
 
     The stages share this process, so each runs inside `shared_process`: none may fix process-wide
     settings (TensorFlow's threads) that a later stage would inherit."""
-    argv = train_argv(stage) if stage.name == "train" else list(stage.argv)
+    argv = train_argv(stage) if stage.name in TRAINING else list(stage.argv)
     try:
         with shared_process():
             return command.main(argv, prog_name=f"mt {stage.name}", standalone_mode=False)
@@ -434,7 +459,13 @@ def run_stage(stage, commands):
     """Run one stage; return what its stage function returns (the scores, for evaluate)."""
     if stage.name == EXTERNAL:
         return run_external(stage)
-    return run_mt_command(stage, commands[stage.name])
+    return run_mt_command(stage, mt_command(commands, stage.name))
+
+
+def mt_command(commands, name):
+    """The click command of `name`: a command of `mt` ("train"), or of one of its groups ("lm train")."""
+    group, _, sub = name.partition(" ")
+    return commands[group].commands[sub] if sub else commands[group]
 
 
 def format_duration(seconds) -> str:
@@ -466,7 +497,9 @@ def run(path, commands, force=False):
         ran += 1
         if stage.name == "evaluate":
             scores = result
-        else:
+        elif stage.name == "lm evaluate":
+            click.echo(f"{label}: {result['bits_per_char']:.4f} bits per character on {', '.join(result['text'])}")
+        elif stage.name not in WRITES_NOTHING:
             stale = True  # later stages may read what this one wrote
         click.echo(f"{label}: done in {format_duration(time.monotonic() - stage_started)}")
     print_summary(name, scores, ran, len(stages), time.monotonic() - started)

@@ -69,10 +69,13 @@ def eta(step, steps_done, minutes, max_steps, max_minutes):
     return f" | ETA {int(left)}:{int((left % 1) * 60):02d}"
 
 
-def progress_line(step, epoch, loss, speed, minutes, eta_text="", rate=None):
+def progress_line(step, epoch, loss, speed, minutes, eta_text="", rate=None, unit="tgt tok", bits=False):
+    """One progress line; `unit` names what the speed counts, `bits` adds the loss in bits (per
+    character, for a language model)."""
     lr = f" | lr {rate:.2e}" if rate is not None else ""
-    return (f"step {step:>7} | epoch {epoch:6.2f} | loss {loss:6.3f} | ppl {math.exp(min(loss, 50)):8.2f}"
-            f"{lr} | {speed:7.0f} tgt tok/s | {minutes:6.1f} min{eta_text}")
+    size = f" | {loss / math.log(2):6.3f} bits" if bits else f" | ppl {math.exp(min(loss, 50)):8.2f}"
+    return (f"step {step:>7} | epoch {epoch:6.2f} | loss {loss:6.3f}{size}"
+            f"{lr} | {speed:7.0f} {unit}/s | {minutes:6.1f} min{eta_text}")
 
 
 def validation_line(validation):
@@ -85,8 +88,11 @@ class RunLog:
     """Prints progress and validation lines and records their numbers in `folder` (a RunFolder; None:
     print only)."""
 
-    def __init__(self, folder=None, echo=None):
+    def __init__(self, folder=None, echo=None, unit="tgt tok", speed_key="tokens_per_s", bits=False):
+        """`unit`, `speed_key`: what the speed counts, in the progress line and in the records; `bits`:
+        the progress line gives the loss in bits too (see progress_line)."""
         self.folder = folder
+        self.unit, self.speed_key, self.bits = unit, speed_key, bits
         self.echo = echo if echo is not None else (lambda line: click.echo(line, err=True))
         self.writer = None
         if folder is not None:
@@ -102,9 +108,9 @@ class RunLog:
         minutes, rate = clock.minutes(), clock.rate
         loss, speed, norm = clock.close_window()
         eta_text = eta(step, step - clock.start_step, minutes, max_steps, max_minutes)
-        self.echo(progress_line(step, epoch, loss, speed, minutes, eta_text, rate))
+        self.echo(progress_line(step, epoch, loss, speed, minutes, eta_text, rate, self.unit, self.bits))
         self.record({"kind": "train", "step": step, "epoch": round(epoch, 4), "loss": loss,
-                     "tokens_per_s": speed, "minutes": minutes, "lr": rate, "grad_norm": norm})
+                     self.speed_key: speed, "minutes": minutes, "lr": rate, "grad_norm": norm})
 
     def validation(self, validation):
         self.record(validation.record())

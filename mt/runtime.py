@@ -1,5 +1,6 @@
-"""Process-level facts and switches: TensorFlow's quiet import, the usable cores, native bfloat16, and
-whether the process's TensorFlow settings belong to the running stage alone.
+"""Process-level facts and switches: TensorFlow's quiet import (and tensorflow-text's, for exported
+models), the usable cores, native bfloat16, and whether the process's TensorFlow settings belong to the
+running stage alone.
 
 Nothing here imports TensorFlow at module level, so every command (and `mt --help`) may import it.
 """
@@ -40,6 +41,28 @@ def import_tensorflow_quietly():
             del sys.modules["matplotlib"]
 
 
+EXPORT_EXTRA = "pip install 'mt[export]' (tensorflow-text 2.21.*, the release matching TensorFlow 2.21)"
+
+
+def import_tensorflow_text(needed_for="an exported model"):
+    """Import tensorflow_text, which registers the SentencePiece ops of exported models; a UserError
+    telling how to install it when it is missing or does not fit the installed TensorFlow."""
+    import_tensorflow_quietly()
+    try:
+        import tensorflow_text
+    except ImportError:
+        from mt.errors import UserError
+
+        raise UserError(f"{needed_for} needs tensorflow-text, which is not installed: {EXPORT_EXTRA}") from None
+    except Exception as e:  # its op library built for another TensorFlow: undefined symbols
+        from mt.errors import UserError
+
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{needed_for} needs tensorflow-text matching TensorFlow, and it failed to load "
+                        f"({first}): {EXPORT_EXTRA}") from None
+    return tensorflow_text
+
+
 def usable_cores():
     """The CPU cores this process may run on (its affinity mask, as under taskset or a container's CPU
     set), at least 1."""
@@ -48,15 +71,25 @@ def usable_cores():
     return os.cpu_count() or 1
 
 
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The CPU's feature flags (empty where /proc/cpuinfo cannot tell)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    except OSError:
+        return set()
+
+
 def native_bfloat16(cpuinfo="/proc/cpuinfo"):
     """True when the CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX); elsewhere TensorFlow
     emulates bfloat16 products, slower than float32 ones."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = cpu_flags(cpuinfo)
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def avx512(cpuinfo="/proc/cpuinfo"):
+    """True when the CPU has AVX-512 (its foundation instructions)."""
+    return "avx512f" in cpu_flags(cpuinfo)
 
 
 @contextlib.contextmanager

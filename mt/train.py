@@ -13,7 +13,6 @@ mt/validation.py, the progress lines, metrics and TensorBoard logs in mt/runlog.
 
 import math
 import os
-import re
 import signal
 from dataclasses import dataclass
 
@@ -23,6 +22,8 @@ from mt import schedule
 from mt.averaging import MovingAverage, nothing
 from mt.errors import UserError
 from mt.folders import DataFolder, RunFolder
+from mt.resume import (RESTART_HINT, Stop, check_resumed_settings, checkpoint_files, drop_damaged_state_file,
+                       restore_newest, signals_held)
 from mt.runlog import Clock, RunLog
 from mt.validation import DevBleu, Validator, read_dev_sample
 
@@ -37,16 +38,21 @@ SAFE_CHANGES = ("train.batch_tokens", "train.max_steps", "train.max_minutes", "t
 
 
 def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_replicas=0, precision=None,
-        checkpoint_every=None, restart=False, init_from=None, init_weights="best"):
+        checkpoint_every=None, restart=False, init_from=None, init_weights="best", worker_timeout=None,
+        join_timeout=None):
     """`mt train`: create or resume the run folder OUT from the prepared data folder DATA; `restart`
     discards what OUT holds and starts a new run there.
 
     `init_from`: a new run starts from the weights (`init_weights`: best or last) of that trained run,
     with its model settings, a fresh optimizer and step count; the train settings are --config's when
-    given, else that run's."""
+    given, else that run's.
+
+    Multi-worker: `join_timeout` bounds the wait for every task to join (default:
+    mt.distribute.JOIN_TIMEOUT); a task that sends no heartbeat for `worker_timeout` seconds counts as gone
+    (default: mt.distribute.WORKER_TIMEOUT), and the others stop with an error naming it."""
     import contextlib
 
-    from mt.distribute import chief_in_tf_config, make_strategy
+    from mt.distribute import JOIN_TIMEOUT, WORKER_TIMEOUT, chief_in_tf_config, make_strategy
 
     data_folder = DataFolder(data)
     manifest = data_folder.manifest()
@@ -65,8 +71,51 @@ def run(data, out, config, max_steps, max_minutes, seed, strategy="auto", cpu_re
         cfg = resumed_config(run_folder, data_folder, config, overrides)
         if cfg is None:
             return
-        Trainer(cfg, data_folder, manifest, out, make_strategy(strategy, cpu_replicas, cfg.train.precision),
-                init_weights=init).fit()
+        strategy = make_strategy(strategy, cpu_replicas, cfg.train.precision,
+                                 WORKER_TIMEOUT if worker_timeout is None else worker_timeout,
+                                 JOIN_TIMEOUT if join_timeout is None else join_timeout)
+        try:
+            trainer = Trainer(cfg, data_folder, manifest, out, strategy, init_weights=init)
+        except lost_worker_errors() as e:  # (creating the variables broadcasts their first values)
+            if is_multi_worker(strategy):
+                raise lost_worker_error(e, strategy, run_folder) from None
+            raise
+        trainer.fit()
+
+
+def lost_worker_errors():
+    """The errors of a collective operation that failed because another task of the cluster is gone."""
+    import tensorflow as tf
+
+    return (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+            tf.errors.AbortedError)
+
+
+def is_multi_worker(strategy):
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def lost_worker_error(error, strategy, run, step=None):
+    """The UserError of a multi-worker run whose collective operation failed with `error` because another
+    task is gone: it names that task and the checkpoint to resume from (no collective checkpoint can be
+    written without the lost task, and the chief's last one is left as it is)."""
+    from mt.distribute import cluster_spec, heartbeat_timeout, is_chief, lost_worker
+
+    resolver = strategy.cluster_resolver
+    gone = lost_worker(str(error), cluster_spec().get("cluster", {}), (resolver.task_type, resolver.task_id),
+                       heartbeat_timeout())
+    newest = checkpoint_files(run)[0]  # (a worker sees the chief's on a shared file system)
+    again = "start every worker again with the same command"
+    if newest:
+        then = f"{run.path} keeps its last checkpoint, {os.path.basename(newest[0])}: {again} to resume from it"
+    elif is_chief(strategy):
+        then = f"{run.path} holds no checkpoint yet: {again}"
+    else:
+        then = f"the chief's run folder keeps its last checkpoint, if any: {again} to resume from it"
+    when = f" in step {step}" if step else ""
+    return UserError(f"{gone}: training stopped{when}; {then}")
 
 
 def init_config(source, data, config, weights):
@@ -95,12 +144,9 @@ def _configured(config, overrides):
         if value is not None:
             setattr(cfg.train, key, value)
     cfg.check()
+    schedule.resolve(cfg.train.schedule, cfg.train.max_steps, cfg.train.max_minutes)  # a decay needs its budget
     cfg.train.precision = resolve_precision(cfg.train.precision)
     return cfg
-
-
-def flat_settings(cfg):
-    return {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()}
 
 
 def resumed_config(run_folder, data_folder, config, overrides):
@@ -109,33 +155,15 @@ def resumed_config(run_folder, data_folder, config, overrides):
 
     A resumed run must go on with the data and the settings it started with: other data, or a change to
     anything else than SAFE_CHANGES, is a UserError suggesting --restart or a new --out."""
-    fix = "run with --restart to start a new run there (its checkpoints and weights are discarded) or train into a new --out"
     if not run_folder.has_config():
         return _configured(config, overrides)
     recorded = run_folder.data_info().get("fingerprint") if run_folder.is_run() else None
     if recorded is not None and recorded != data_folder.fingerprint():
         raise UserError(f"{run_folder.path} was trained on other data than {data_folder.path} holds now (its "
-                        f"manifest or tokenizers changed since): {fix}")
+                        f"manifest or tokenizers changed since): {RESTART_HINT}")
     stored = run_folder.load_config()
     requested = _configured(config if config else stored, overrides)
-    before, after = flat_settings(stored), flat_settings(requested)
-    changed = [key for key in after if before.get(key) != after[key]]
-    unsafe = [key for key in changed if key not in SAFE_CHANGES]
-    described = ", ".join(f"{key} {before.get(key)!r} -> {after[key]!r}" for key in changed)
-    if unsafe:
-        raise UserError(f"{run_folder.path} was started with other settings, which a resumed run cannot change "
-                        f"({described}): {fix}")
-    done = run_folder.done()
-    if done is not None:
-        if changed:
-            raise UserError(f"{run_folder.path}: the run finished at step {done['step']} ({done['reason']}) "
-                            f"with other settings ({described}): {fix}")
-        click.echo(f"{run_folder.path}: run already finished at step {done['step']} ({done['reason']}); "
-                   "nothing to do")
-        return None
-    if changed:
-        click.echo(f"{run_folder.path}: resuming with changed settings: {described}", err=True)
-    return requested
+    return requested if check_resumed_settings(run_folder, stored, requested, SAFE_CHANGES) else None
 
 
 def load_manifest(data):
@@ -183,10 +211,6 @@ class Counters:
                 "bad_evals": self.bad_evals, "best": self.best, "train_seconds": self.train_seconds}
 
 
-class Stop(Exception):
-    """Raised by the loop on a stop request (SIGTERM, Ctrl-C): save a checkpoint and exit."""
-
-
 class Trainer:
     """The training loop of one run: strategy, model, optimizer, data order, loss and checkpoints."""
 
@@ -194,21 +218,26 @@ class Trainer:
         """`data`: the DataFolder (or its path) and `manifest` its manifest; `out`: the run folder's path."""
         import keras
 
-        from mt.distribute import is_chief, worker_folder
+        from mt.distribute import is_chief, remove_worker_folder, worker_folder
 
         self.cfg, self.tc, self.strategy, self.init_weights = cfg, cfg.train, strategy, init_weights
         self.data = data if isinstance(data, DataFolder) else DataFolder(data)
         self.run = RunFolder(out)
         self.chief = is_chief(strategy)
-        # the chief writes the run folder, the other tasks their checkpoints in a temporary folder
+        # the chief writes the run folder, the other tasks their checkpoints in a temporary folder, removed
+        # when fit() ends in any way (or here, when the trainer cannot be made)
         self.own = RunFolder(worker_folder(out, self.chief))
-        keras.utils.set_random_seed(self.tc.seed)
-        self.src_vocab, self.tgt_vocab = self.data.vocab_sizes()
-        if self.chief:
-            prepare_run_folder(self.run, self.data, manifest, cfg)
-        self.log = RunLog(self.run if self.chief else None)
-        self._load_data()
-        self._build_state()
+        try:
+            keras.utils.set_random_seed(self.tc.seed)
+            self.src_vocab, self.tgt_vocab = self.data.vocab_sizes()
+            if self.chief:
+                prepare_run_folder(self.run, self.data, manifest, cfg)
+            self.log = RunLog(self.run if self.chief else None)
+            self._load_data()
+            self._build_state()
+        except BaseException:
+            remove_worker_folder(self.own.path, self.chief)
+            raise
 
     def _load_data(self):
         from mt.data import Batcher
@@ -281,61 +310,20 @@ class Trainer:
         self.counters.train_seconds.assign(self._train_seconds())
         self.manager.save(checkpoint_number=self.count("step"))
 
-    def _checkpoints(self):
-        """(checkpoint prefixes with an index file, newest first; whether the folder holds any checkpoint
-        file at all). Read from the files themselves: the `checkpoint` state file may be damaged or lag."""
-        try:
-            names = os.listdir(self.run.checkpoints_dir)
-        except FileNotFoundError:
-            return [], False
-        steps = sorted((int(m.group(1)) for m in (re.fullmatch(r"ckpt-(\d+)\.index", n) for n in names) if m),
-                       reverse=True)
-        return ([os.path.join(self.run.checkpoints_dir, f"ckpt-{step}") for step in steps],
-                any(n.startswith("ckpt-") for n in names))
-
     def _drop_damaged_state_file(self):
-        """Remove a `checkpoints/checkpoint` state file that cannot be read: the checkpoints themselves say
-        which exist (see _checkpoints), and the next save writes a new state file."""
-        import tensorflow as tf
-
-        try:
-            tf.train.get_checkpoint_state(self.own.checkpoints_dir)
-        except (tf.errors.OpError, UnicodeDecodeError, ValueError) as e:
-            path = self.own.checkpoint_state_path
-            self.log.say(f"warning: {path} cannot be read ({str(e).splitlines()[0][:120]}); it is rebuilt from "
-                         "the checkpoint files")
-            os.remove(path)
+        drop_damaged_state_file(self.own, self.log.say)
 
     def _restore(self):
         import tensorflow as tf
 
-        candidates, any_files = self._checkpoints()
-        damaged = []
-        for path in candidates:
-            # the model and its optimizer must come back whole: a checkpoint of another model would
-            # otherwise leave the weights it lacks as they were initialized, without a word
-            try:
-                tf.train.Checkpoint(model=self.model, optimizer=self.optimizer).restore(
-                    path).assert_existing_objects_matched()
-                self.checkpoint.restore(path).expect_partial()
-            except (AssertionError, ValueError) as e:
-                raise UserError(f"{path} does not hold this model's weights ({str(e).splitlines()[0][:200]}): "
-                                "it was written by another model or version; train into a new --out") from None
-            except (tf.errors.OpError, IndexError, OSError) as e:  # a truncated or missing file: try the one before
-                damaged.append((path, str(e).splitlines()[0][:200]))
-                continue
-            if damaged:
-                self.log.say(f"warning: checkpoint {os.path.basename(damaged[0][0])} cannot be read "
-                             f"({damaged[0][1]}); resuming from the older {os.path.basename(path)}")
+        # the model and its optimizer must come back whole: a checkpoint of another model would otherwise
+        # leave the weights it lacks as they were initialized, without a word
+        required = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        if restore_newest(self.run, required, self.checkpoint, self.log.say):
             self.log.say(f"Resuming from step {self.count('step')}")
             if self.average and not int(self.average.updates.numpy()):
                 self.average.reset()  # a checkpoint from before averaging was on
-            break
         else:
-            if any_files:  # never a silent new run over the checkpoints of an old one
-                why = f" ({damaged[0][1]})" if damaged else " (no index file)"
-                raise UserError(f"no checkpoint in {self.run.checkpoints_dir} can be read{why}: restore them "
-                                "from a copy, or run with --restart to start the run again")
             if self.init_weights:
                 self.model.load_weights(self.init_weights)
                 self.log.say(f"starting from the weights of {self.init_weights}")
@@ -540,6 +528,22 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------------
 
     def fit(self):
+        """Train until the budget, early stopping or a stop request ends the run."""
+        from mt.distribute import remove_worker_folder
+
+        try:
+            self._fit()
+        except lost_worker_errors() as e:
+            # a collective operation (a step's all-reduce, or a checkpoint's read of summed variables)
+            # failed: another task of the cluster is gone
+            if is_multi_worker(self.strategy):
+                self.log.flush()
+                raise lost_worker_error(e, self.strategy, self.run, self.count("step") + 1) from None
+            raise
+        finally:
+            remove_worker_folder(self.own.path, self.chief)  # a task's own checkpoints go with it
+
+    def _fit(self):
         import tensorflow as tf
 
         self._restore()
@@ -573,25 +577,19 @@ class Trainer:
                     flags = tf.constant([float(self._time_is_up()), float(self.stop_requested)])
                     position = (tf.constant(rate, tf.float32), tf.constant(epoch, tf.int64),
                                 tf.constant(number, tf.int64))
-                    try:
-                        if self.accumulated:
-                            # an update every train.accumulate batches; the position moves only with an
-                            # update, so batches accumulated when the run stops are read again on resume
-                            pending["tokens"] += float(accumulate_fn(batch))
-                            pending["batches"] += 1
-                            if pending["batches"] < self.tc.accumulate:
-                                continue
-                            tokens = pending["tokens"]
-                            pending.update(batches=0, tokens=0.0)
-                            loss_sum, flags, norm, finite = apply_fn(tf.constant(tokens, tf.float32), flags,
-                                                                     *position)
-                        else:
-                            loss_sum, tokens, flags, norm, finite = step_fn(batch, flags, *position)
-                    except (tf.errors.UnavailableError, tf.errors.CancelledError,
-                            tf.errors.DeadlineExceededError) as e:
-                        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-                            self._worker_lost(e)
-                        raise
+                    if self.accumulated:
+                        # an update every train.accumulate batches; the position moves only with an
+                        # update, so batches accumulated when the run stops are read again on resume
+                        pending["tokens"] += float(accumulate_fn(batch))
+                        pending["batches"] += 1
+                        if pending["batches"] < self.tc.accumulate:
+                            continue
+                        tokens = pending["tokens"]
+                        pending.update(batches=0, tokens=0.0)
+                        loss_sum, flags, norm, finite = apply_fn(tf.constant(tokens, tf.float32), flags,
+                                                                 *position)
+                    else:
+                        loss_sum, tokens, flags, norm, finite = step_fn(batch, flags, *position)
                     if not bool(finite):
                         self._diverged(float(loss_sum) / max(float(tokens), 1.0), float(norm), rate)
                     self._advance(epoch, number, float(loss_sum), float(tokens), float(norm), rate)
@@ -603,16 +601,9 @@ class Trainer:
                         raise Stop()
             except (KeyboardInterrupt, Stop):
                 # a further Ctrl-C or SIGTERM must not cut the checkpoint short: both wait until it is written
-                held = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-                try:
+                with signals_held():
                     self._save_checkpoint()
                     self.log.flush()
-                finally:
-                    for s, handler in held.items():
-                        signal.signal(s, handler)
-                from mt.distribute import remove_worker_folder
-
-                remove_worker_folder(self.own.path, self.chief)  # a task's own checkpoints go with it
                 self.log.say(f"\ninterrupted at step {self.count('step')}: checkpoint saved; run the same "
                              "command again to resume")
                 raise KeyboardInterrupt from None
@@ -628,19 +619,6 @@ class Trainer:
             raise Stop()
         self.stop_requested = True
         self.log.say(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)")
-
-    def _worker_lost(self, error):
-        """Stop a multi-worker run whose collective step failed: another task of the cluster is gone (no
-        collective checkpoint can be written without it)."""
-        from mt.distribute import remove_worker_folder
-
-        self.log.flush()
-        remove_worker_folder(self.own.path, self.chief)
-        latest = self.manager.latest_checkpoint
-        kept = f"the last checkpoint is {os.path.basename(latest)}" if latest else "no checkpoint was written yet"
-        raise UserError(f"another worker of the cluster stopped at step {self.count('step') + 1} "
-                        f"({str(error).splitlines()[0][:160]}); {kept}: start every worker again with the same "
-                        "command to resume") from None
 
     def _diverged(self, loss, norm, rate):
         """Stop the run at a step whose loss or gradient norm is not finite (its update was not applied)."""
@@ -684,8 +662,6 @@ class Trainer:
         return validation.stop
 
     def _finish(self, reason):
-        from mt.distribute import remove_worker_folder
-
         step = self.count("step")
         if reason != "early_stopping":
             self._save_checkpoint()  # the steps since the last checkpoint survive a kill during validation
@@ -697,7 +673,6 @@ class Trainer:
             self.run.write_done({"step": step, "reason": reason, "best_score": float(self.counters.best.numpy()),
                                  "epoch": self.count("epoch")})
         self.log.flush()
-        remove_worker_folder(self.own.path, self.chief)
         self.log.say(f"finished at step {step} ({reason}); weights in {self.run.weights_dir}")
 
 

@@ -98,9 +98,13 @@ class Validator:
         self.weights, self.bleu = weights, bleu
         self.floor = None  # the score of the best weights on disk, when known: never replaced by a worse one
 
+    def dev_loss(self):
+        """The mean token loss on the dev set."""
+        return dev_loss(self.eval_step, self.dev)
+
     def __call__(self, step):
         """Validate at `step`; returns the Validation (with stop=True when it is time to stop early)."""
-        loss = dev_loss(self.eval_step, self.dev)
+        loss = self.dev_loss()
         bleu = self.bleu() if self.bleu is not None else None
         score = -loss if bleu is None else bleu
         verdict = early_stopping(float(self.best.numpy()), int(self.bad_evals.numpy()), score, self.patience)

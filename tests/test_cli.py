@@ -23,8 +23,9 @@ train: {batch_tokens: 400, learning_rate: 0.01, eval_every: 10, eval_bleu_senten
 
 def test_help_imports_neither_tensorflow_nor_matplotlib():
     commands = [[c, "--help"] for c in ("preprocess", "train", "translate", "score", "average", "evaluate",
-                                        "serve")]
+                                        "serve", "export")] + [["--help"]]
     commands += [["inspect", c, "--help"] for c in ("attention", "cells", "curves")] + [["pipeline", "run", "--help"]]
+    commands += [["lm", c, "--help"] for c in ("train", "sample", "evaluate")] + [["lm", "--help"]]
     code = ("import sys; from click.testing import CliRunner; from mt.cli import cli; "
             f"r = [CliRunner().invoke(cli, c) for c in {commands!r}]; "
             "assert all(x.exit_code == 0 for x in r), [x.output for x in r]; "

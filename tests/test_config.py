@@ -54,6 +54,7 @@ def test_numbers_in_exponent_notation_are_numbers(tmp_path):
     ("train:\n  batch_tokens: 0\n", ["train.batch_tokens", "positive"]),
     ("train:\n  patience: -1\n", ["train.patience", "0 or more"]),
     ("train:\n  precision: float8\n", ["train.precision"]),
+    ("train:\n  schedule: step\n", ["train.schedule", "cosine"]),
     ("- a\n- b\n", ["expected a mapping"]),
     ("model: [1, 2]\n", ["expected a mapping"]),
     ("model: {cell: lstm\n", ["not valid YAML"]),
@@ -74,3 +75,15 @@ def test_an_unknown_config_name_lists_the_shipped_ones():
 
 def test_none_gives_the_defaults():
     assert Config.load(None) == Config()
+
+
+def test_a_decay_in_a_config_takes_its_budget_from_the_command_line(tmp_path):
+    """A YAML may name a budgeted schedule and leave the budget to `--max-minutes`/`--max-steps`: loading
+    it is no error, and the train command checks the budget once the overrides are in."""
+    from mt.train import _configured
+
+    path = write(tmp_path, "train:\n  schedule: cosine\n  warmup_steps: 10\n")
+    assert Config.load(path).train.schedule == "cosine"
+    assert _configured(path, {"max_minutes": 20.0}).train.max_minutes == 20.0
+    with pytest.raises(UserError, match="train.schedule cosine decays to the end of the budget"):
+        _configured(path, {})

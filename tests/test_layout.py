@@ -8,7 +8,8 @@ import re
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "mt")
 FOLDER_FILES = ("manifest.json", "done.json", "data.json", "config.yaml", "metrics.jsonl", ".weights.h5",
-                "spm.model", "dev.src.txt", "dev.tgt.txt")
+                "spm.model", "dev.src.txt", "dev.tgt.txt", "vocab.json", "saved_model.pb", "assets.extra",
+                "mt-export.json")
 
 
 def modules():

@@ -339,6 +339,83 @@ def test_sigterm_during_the_final_validation_lets_the_run_finish(data, tmp_path,
     assert signal.getsignal(signal.SIGTERM) == previous
 
 
+# -- 8. a lost worker (the processes: further down) ---------------------------------------------------
+
+# the errors of a failed all-reduce, abridged, as TensorFlow 2.21 words them when a task missed its
+# heartbeats, when a peer's connection was reset, and when the coordination service stopped answering
+MISSED_HEARTBEATS = (
+    "Graph execution error:\n\nDetected at node CollectiveReduceV2 defined at (most recent call last):\n"
+    "  File \"mt/train.py\", line 590, in _fit\n\nCollective ops is aborted by: Error reported from "
+    "/job:worker/task:1: The following tasks are unhealthy (stopped sending heartbeats):\n"
+    "/job:worker/replica:0/task:1\nThe tasks have crashed. Check the task logs for an earlier error.\n"
+    "\t [[{{node CollectiveReduceV2}}]]")
+CONNECTION_RESET = (
+    "Graph execution error:\n\nCollective ops is aborted by: recvmsg:Connection reset by peer\nAdditional "
+    "GRPC error information from remote target /job:worker/replica:0/task:0 while calling "
+    "/tensorflow.WorkerService/CompleteInstance:\n:UNKNOWN:Error received from peer")
+SILENT_SERVICE = ("Graph execution error:\n\nCollective ops is aborted by: Deadline Exceeded\n"
+                  "RPC: /tensorflow.CoordinationService/Heartbeat\nThe error could be from a previous operation.")
+
+
+def test_a_lost_worker_is_named_from_the_error_of_the_failed_collective():
+    from mt.distribute import lost_worker
+
+    workers = {"worker": ["10.0.0.1:2222", "10.0.0.2:2222", "10.0.0.3:2222"]}
+    assert (lost_worker(MISSED_HEARTBEATS, workers, ("worker", 0), 10.0) ==
+            "worker 1 (10.0.0.2:2222) is gone (it sent no heartbeat for 10 s)")
+    assert (lost_worker(CONNECTION_RESET, workers, ("worker", 2)) ==
+            "worker 0 (10.0.0.1:2222, the chief) is gone (its connection was lost)")
+    assert (lost_worker(SILENT_SERVICE, workers, ("worker", 1), 20.0) ==
+            "worker 0 (10.0.0.1:2222, the chief) is gone (it answered no heartbeat for 20 s)")
+    with_chief = {"chief": ["10.0.0.9:2222"], **workers}
+    assert (lost_worker(SILENT_SERVICE, with_chief, ("worker", 0), 20.0) ==
+            "the chief (10.0.0.9:2222) is gone (it answered no heartbeat for 20 s)")
+    refused = ("Graph execution error:\n\nCollective ops is aborted by: failed to connect to all addresses; last "
+               "error: UNKNOWN: ipv4:10.0.0.3:2222: Failed to connect to remote host: Connection refused")
+    assert (lost_worker(refused, workers, ("worker", 0)) ==
+            "worker 2 (10.0.0.3:2222) is gone (its connection was lost)")
+    assert lost_worker("Graph execution error:", workers, ("worker", 0)) == "another task is gone"
+
+
+def test_the_temporary_folder_of_a_dead_worker_is_removed_by_the_next_worker(tmp_path, monkeypatch):
+    from mt import distribute
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    abandoned = tmp_path / "mt-worker-abandoned"  # its worker was killed: no process holds it
+    (abandoned / "checkpoints").mkdir(parents=True)
+    os.close(RunFolder(abandoned).hold())  # its lock file, as a worker leaves it: released
+    other = tmp_path / "mt-worker-living"  # held by a living worker
+    held = RunFolder(other).hold()
+    try:
+        mine = distribute.worker_folder(str(tmp_path / "run"), chief=False)
+        assert not abandoned.exists() and other.is_dir() and os.path.isdir(mine)
+        second = distribute.worker_folder(str(tmp_path / "run"), chief=False)  # this process's first stays
+        assert os.path.isdir(mine) and os.path.isdir(second)
+        for folder in (mine, second):
+            distribute.remove_worker_folder(folder, chief=False)
+            assert not os.path.exists(folder)
+    finally:
+        os.close(held)
+    assert distribute.remove_abandoned_worker_folders() == [str(other)]
+    assert distribute.worker_folder(str(tmp_path / "run"), chief=True) == str(tmp_path / "run")
+
+
+def test_a_bounded_wait_ends_the_process_with_an_error_line_only_when_it_is_overrun(tmp_path):
+    """The watch on the wait for a cluster to form (TensorFlow waits in native code, deaf to Python)."""
+    code = ("import sys, time; from mt.distribute import bounded_wait\n"
+            "with bounded_wait(float(sys.argv[1]), 'the wait was too long'):\n    time.sleep(float(sys.argv[2]))\n"
+            "print('went on')")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    started = time.time()
+    overrun = subprocess.run([sys.executable, "-c", code, "0.5", "60"], capture_output=True, text=True, env=env,
+                             timeout=60)
+    assert overrun.returncode == -signal.SIGKILL and time.time() - started < 30
+    assert overrun.stderr == "error: the wait was too long\n" and not overrun.stdout
+    in_time = subprocess.run([sys.executable, "-c", code, "30", "0.1"], capture_output=True, text=True, env=env,
+                             timeout=60)
+    assert in_time.returncode == 0 and in_time.stdout == "went on\n" and not in_time.stderr
+
+
 # -- 9. outputs: streamed, checked first, one-line errors -----------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -485,8 +562,10 @@ def test_sigterm_at_several_moments_then_resume_ends_like_an_uninterrupted_run(d
                             run / "weights" / f"{name}.weights.h5", atol=1e-5)
 
 
-@pytest.mark.slow
-def test_sigterm_to_one_of_two_workers_stops_both_with_a_checkpoint(data, tmp_path):
+def start_workers(data, out, tmp, *extra, indexes=(0, 1)):
+    """The workers `indexes` of a cluster of two on 127.0.0.1 (free ports) training into the folder `out`
+    (as on a shared file system), with their temporary folders in `tmp` and their stderr in files there.
+    Returns [(process, address, stderr path)]."""
     import socket
 
     sockets = [socket.socket() for _ in range(2)]
@@ -495,28 +574,122 @@ def test_sigterm_to_one_of_two_workers_stops_both_with_a_checkpoint(data, tmp_pa
     workers = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
     for s in sockets:
         s.close()
-    outs = [tmp_path / "chief-run", tmp_path / "worker-run"]
-    processes, started = [], time.time()
+    os.makedirs(tmp, exist_ok=True)
+    started = []
+    for index in indexes:
+        env = dict(os.environ, TMPDIR=str(tmp), TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                                                      "task": {"type": "worker", "index": index}}))
+        err = os.path.join(tmp, f"worker-{index}-{time.time():.3f}.err")
+        with open(err, "w") as f:
+            process = subprocess.Popen(train_command(data, out, "--strategy", "multi-worker", *extra),
+                                       stdout=subprocess.DEVNULL, stderr=f, text=True, env=env)
+        started.append((process, workers[index], err))
+    return started
+
+
+def wait_while_training(workers, predicate, timeout=300):
+    deadline = time.time() + timeout
+    while not predicate():
+        for process, _, err in workers:
+            assert process.poll() is None, open(err).read()[-2000:]
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def worker_folders(tmp):
+    return [n for n in os.listdir(tmp) if n.startswith("mt-worker-")]
+
+
+def stop_all(workers):
+    for process, _, _ in workers:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_workers_stops_both_with_a_checkpoint(data, tmp_path):
+    run, tmp = tmp_path / "run", tmp_path / "tmp"
+    workers = start_workers(data, run, tmp, "--max-steps", "100000")
     try:
-        for index in range(2):
-            env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
-                                                         "task": {"type": "worker", "index": index}}))
-            processes.append(subprocess.Popen(
-                train_command(data, outs[index], "--strategy", "multi-worker", "--max-steps", "100000"),
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
-        deadline = time.time() + 300
-        while not (outs[0] / "metrics.jsonl").exists():
-            assert all(p.poll() is None for p in processes) and time.time() < deadline, \
-                [p.communicate()[1][-1500:] for p in processes if p.poll() is not None]
-            time.sleep(0.2)
-        processes[1].send_signal(signal.SIGTERM)
-        results = [p.communicate(timeout=120) for p in processes]
+        wait_while_training(workers, lambda: (run / "metrics.jsonl").exists())
+        workers[1][0].send_signal(signal.SIGTERM)
+        for process, _, _ in workers:
+            process.wait(timeout=120)
     finally:
-        for p in processes:
-            p.kill()
-            p.wait()
-    for p, (_, err) in zip(processes, results):
-        assert p.returncode == 130 and "checkpoint saved" in err, err[-2000:]
-    assert checkpoint_steps(outs[0])
-    assert not [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("mt-worker-") and
-                os.path.getmtime(os.path.join(tempfile.gettempdir(), n)) > started]  # worker folders removed
+        stop_all(workers)
+    for process, _, err in workers:
+        assert process.returncode == 130 and "checkpoint saved" in open(err).read(), open(err).read()[-2000:]
+    assert checkpoint_steps(run)
+    assert not worker_folders(tmp)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim, how, timeout", [(1, signal.SIGKILL, None), (0, signal.SIGSTOP, 20)],
+                         ids=["worker killed", "chief frozen"])
+def test_a_lost_worker_stops_the_other_with_an_error_naming_it_and_the_run_resumes(data, tmp_path, victim, how,
+                                                                                   timeout):
+    """A worker killed (its sockets close) or frozen (nothing closes: a machine or network gone) while the
+    other trains: the other stops within the worker timeout with one error line naming the lost worker;
+    the chief's checkpoints stay whole, and the cluster started again resumes from the last one."""
+    run, tmp = tmp_path / "run", tmp_path / "tmp"
+    options = ("--checkpoint-every", "10", *(("--worker-timeout", str(timeout)) if timeout else ()))
+    workers = start_workers(data, run, tmp, "--max-steps", "100000", *options)
+    survivor, lost = workers[1 - victim], workers[victim]
+    try:
+        wait_while_training(workers, lambda: checkpoint_steps(run))
+        time.sleep(1.0)  # a few steps past the checkpoint, none being written
+        lost[0].send_signal(how)
+        sent = time.time()
+        survivor[0].wait(timeout=120)
+        waited = time.time() - sent
+    finally:
+        stop_all(workers)
+    err = open(survivor[2]).read()
+    assert survivor[0].returncode == 1 and "Traceback" not in err, err[-3000:]
+    line = one_error_line_of(err)
+    assert f"worker {victim} ({lost[1]}" in line and "is gone" in line and "resume" in line
+    if timeout:  # a frozen task is noticed by its missing heartbeats, within the configured time
+        assert f"no heartbeat for {timeout} s" in line
+        # no lower bound: TensorFlow may notice missed heartbeats before the full timeout (13.8 s of 20 seen)
+        assert waited < timeout + 40, waited
+    else:
+        assert waited < 60, waited
+    # the survivor removed its temporary folder; a killed worker's is removed by the next one on its machine
+    assert len(worker_folders(tmp)) == (1 if victim == 1 else 0)
+    saved = checkpoint_steps(run)
+    assert saved and not (run / "done.json").exists()
+    workers = start_workers(data, run, tmp, "--max-steps", str(saved[-1] + 4), *options)
+    try:
+        for process, _, _ in workers:
+            process.wait(timeout=300)
+    finally:
+        stop_all(workers)
+    chief = open(workers[0][2]).read()
+    assert all(p.returncode == 0 for p, _, _ in workers), chief[-3000:]
+    assert f"Resuming from step {saved[-1]}" in chief and "warning" not in chief
+    assert json.loads((run / "done.json").read_text())["step"] == saved[-1] + 4
+    assert not worker_folders(tmp)
+
+
+@pytest.mark.slow
+def test_a_worker_that_never_joins_stops_the_other_after_the_join_timeout(data, tmp_path):
+    run, tmp = tmp_path / "run", tmp_path / "tmp"
+    started = time.time()
+    [(chief, _, err)] = start_workers(data, run, tmp, "--max-steps", "10", "--join-timeout", "5", indexes=(0,))
+    try:
+        chief.wait(timeout=120)
+    finally:
+        chief.kill()
+        chief.wait()
+    err = open(err).read()
+    line = one_error_line_of(err)
+    assert chief.returncode == -signal.SIGKILL and time.time() - started < 60  # (TensorFlow's start included)
+    assert "did not form within 5 s: worker 1 (127.0.0.1:" in line and "Traceback" not in err
+    assert not checkpoint_steps(run) and not worker_folders(tmp)
+
+
+def one_error_line_of(stderr):
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, stderr[-3000:]
+    return lines[0]

@@ -20,6 +20,7 @@ import pytest
 from mt.search_options import DEFAULTS, SearchOptions
 from mt.serve import BadRequest, Job, Worker, answer, parse_request
 from mt.translate import Hypothesis
+from tiny_run import make_tiny_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = ["kat", "hund", "maus", "vogel", "fisch", "baum", "haus", "see"]
@@ -28,26 +29,7 @@ WORDS = ["kat", "hund", "maus", "vogel", "fisch", "baum", "haus", "see"]
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A run folder with a tiny random model and real (tiny) SentencePiece models."""
-    import tensorflow as tf
-
-    from mt.config import Config, ModelConfig
-    from mt.model import build_model
-    from mt.tokenizer import Tokenizer, train_tokenizer
-
-    folder = tmp_path_factory.mktemp("run")
-    rng = np.random.default_rng(0)
-    text = [" ".join(rng.choice(WORDS, 5)) for _ in range(200)]
-    for side in ("src", "tgt"):
-        train_tokenizer(text, folder / f"{side}.spm", 280, seed=1)
-    sizes = {side: Tokenizer(str(folder / f"{side}.spm.model")).vocab_size for side in ("src", "tgt")}
-    config = Config()
-    config.model = ModelConfig(emb_dim=16, enc_units=12, dec_units=24, dropout=0.0)
-    config.train.precision = "float32"  # as `mt train` writes it, resolved
-    config.save(str(folder / "config.yaml"))
-    (folder / "data.json").write_text(json.dumps({"src_vocab": sizes["src"], "tgt_vocab": sizes["tgt"]}))
-    (folder / "weights").mkdir()
-    tf.keras.utils.set_random_seed(1)
-    build_model(config.model, sizes["src"], sizes["tgt"]).save_weights(str(folder / "weights/best.weights.h5"))
+    folder = make_tiny_run(tmp_path_factory.mktemp("run"), WORDS)
     (folder / "metrics.jsonl").write_text(
         json.dumps({"kind": "dev", "step": 10, "loss": 3.5, "bleu": 1.25, "best": True}) + "\n"
         + json.dumps({"kind": "dev", "step": 20, "loss": 3.7, "bleu": 0.5, "best": False}) + "\n")

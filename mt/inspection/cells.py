@@ -100,10 +100,10 @@ def correlations(activations, features) -> np.ndarray:
     return r
 
 
-def top_units(r, names, count):
+def top_units(r, names, count, features=FEATURES):
     """{feature: [(unit, r), ...]} with the `count` units of largest |r| per feature ([] if constant)."""
     top = {}
-    for k, feature in enumerate(FEATURES):
+    for k, feature in enumerate(features):
         row = r[k]
         if np.all(np.isnan(row)):
             top[feature] = []
@@ -132,29 +132,30 @@ def default_units(top, names, count=4):
     chosen = []
     depth = max((len(units) for units in top.values()), default=0)
     for rank in range(depth):
-        for feature in FEATURES:
+        for feature in top:
             units = top[feature]
             if rank < len(units) and units[rank][0] not in chosen and len(chosen) < count:
                 chosen.append(units[rank][0])
     return chosen or names[:min(count, len(names))]
 
 
-def describe_unit(unit, r, names):
-    """'follows in quotes (r = +0.83)' for the feature the unit follows best."""
+def describe_unit(unit, r, names, features=FEATURES):
+    """'strongest link: in quotes (r = +0.83)' for the feature the unit follows best."""
     column = names.index(unit)
     row = r[:, column]
     if np.all(np.isnan(row)):
         return ""
     k = int(np.nanargmax(np.abs(row)))
-    return f"strongest link: {FEATURES[k]} (r = {row[k]:+.2f})"
+    return f"strongest link: {features[k]} (r = {row[k]:+.2f})"
 
 
 def format_table(top) -> str:
     """Plain text: each feature and its units with the largest |r|."""
     rows = []
+    width = max([12] + [len(feature) for feature in top])
     for feature, units in top.items():
         listed = "  ".join(f"{unit} {r:+.2f}" for unit, r in units) if units else "(constant in this text)"
-        rows.append(f"{feature:<12} {listed}")
+        rows.append(f"{feature:<{width}} {listed}")
     return "\n".join(rows)
 
 
@@ -163,14 +164,26 @@ def render_page(path, run_dir, source, pieces, activations, names, r, top, shown
     from mt.inspection import html
 
     n_pieces = sum(len(p) for p in pieces)
-    parts = ["<h1>Hidden units of the encoder</h1>",
-             f'<p class="meta">run <code>{html.escape(run_dir)}</code> &middot; text {html.escape(source)} '
-             f"&middot; {len(pieces)} sentence(s), {n_pieces} pieces &middot; {len(names)} units</p>",
-             '<p class="note">Each unit is the hidden state h of one encoder cell (<code>fw_L</code> forward, '
-             "<code>bw_L</code> backward, layer L) at each source piece, between -1 and 1.</p>",
+    meta = (f"run <code>{html.escape(run_dir)}</code> &middot; text {html.escape(source)} &middot; "
+            f"{len(pieces)} sentence(s), {n_pieces} pieces &middot; {len(names)} units")
+    note = ("Each unit is the hidden state h of one encoder cell (<code>fw_L</code> forward, <code>bw_L</code> "
+            "backward, layer L) at each source piece, between -1 and 1.")
+    lines = [([(display_piece(piece, first=i == 0), piece) for i, piece in enumerate(sentence_pieces)], acts)
+             for sentence_pieces, acts in zip(pieces, activations)]
+    write_units_page(path, f"Hidden units: {os.path.basename(os.path.normpath(run_dir))}",
+                     "Hidden units of the encoder", meta, note, lines, names, r, top, shown, FEATURES)
+
+
+def write_units_page(path, title, heading, meta, note, lines, names, r, top, shown, features, pieces="pieces"):
+    """A page of units: the table of the units that follow each feature best, then the text coloured by
+    each shown unit. `lines`: per line of text, ([(shown text, tooltip) per piece], activations [n, U]);
+    `meta` and `note` are HTML; `pieces` names what the text is cut into."""
+    from mt.inspection import html
+
+    parts = [f"<h1>{html.escape(heading)}</h1>", f'<p class="meta">{meta}</p>', f'<p class="note">{note}</p>',
              "<h2>Units that follow simple features</h2>",
              '<table class="list"><tr><th>feature</th><th>units with the largest |r| (Pearson, over all '
-             "pieces)</th></tr>"]
+             f"{pieces})</th></tr>"]
     for feature, units in top.items():
         cells = (", ".join(f"<code>{html.escape(u)}</code> {v:+.2f}" for u, v in units)
                  if units else "constant in this text")
@@ -179,20 +192,19 @@ def render_page(path, run_dir, source, pieces, activations, names, r, top, shown
     parts.append(html.legend(html.DIVERGING, "-1", "+1"))
     for unit in shown:
         column = names.index(unit)
-        lines = []
-        for sentence_pieces, acts in zip(pieces, activations):
+        rows = []
+        for labels, acts in lines:
             spans = []
-            for i, piece in enumerate(sentence_pieces):
+            for i, (shown_text, tooltip) in enumerate(labels):
                 value = float(acts[i, column])
                 rgb = html.activation_colour(value)
                 spans.append(f'<span style="background:{html.css_colour(rgb)};color:{html.ink_for(rgb)}" '
-                             f'title="{html.escape(piece)}: {value:+.3f}">'
-                             f"{html.escape(display_piece(piece, first=i == 0))}</span>")
-            lines.append("".join(spans))
+                             f'title="{html.escape(tooltip)}: {value:+.3f}">{html.escape(shown_text)}</span>')
+            rows.append("".join(spans))
         parts.append(f'<section><h2>unit <code>{html.escape(unit)}</code></h2>'
-                     f'<p class="note">{html.escape(describe_unit(unit, r, names))}</p>'
-                     f'<div class="text">{chr(10).join(lines)}</div></section>')
-    html.write_page(path, f"Hidden units: {os.path.basename(os.path.normpath(run_dir))}", "\n".join(parts))
+                     f'<p class="note">{html.escape(describe_unit(unit, r, names, features))}</p>'
+                     f'<div class="text">{chr(10).join(rows)}</div></section>')
+    html.write_page(path, title, "\n".join(parts))
 
 
 def run(model, src, input, out, units, top, max_sentences, weights):
