@@ -22,9 +22,11 @@ An empty input line, or an output without words, has an empty ALIGNMENT.
 iter_chunks), sorts and batches each chunk on its own and writes its lines before it asks for the next:
 memory does not grow with the input, and a line typed into a terminal or written alone into a pipe is
 translated at once. An input that fits in one chunk is batched exactly as a whole list would be; a longer
-one decodes the same up to the rounding of other batch shapes, which can decide a near-tie (a sentence's
-output does not depend on its batch otherwise: mt/search.py; docs/design.md, "Reading the input as it
-arrives").
+one decodes the same up to the rounding of other batches, which can decide a near-tie, as another batch
+size can (a sentence's output does not depend on its batch otherwise: mt/search.py). A file gives the same
+bytes on every run; the chunks of a pipe are what has arrived (docs/design.md, "Reading the input as it
+arrives", with how often an output changed: up to 3 lines in 1,000 with bfloat16 products, none in 10,894
+in float32).
 """
 
 import contextlib
@@ -113,14 +115,14 @@ class Translator:
                                                          batch_type)]
 
     def hypotheses(self, lines, batch_size=64, max_length_ratio=2.0, progress=False, batch_type="sents",
-                   workers=1):
+                   workers=1, alignments=None):
         """For every line, its list of Hypothesis (best first: n-best for beam search, else one).
 
         `workers` > 1 decodes that many batches at once, each in its own thread (see `decoding_workers`
         for the threads TensorFlow should then give each batch). The output is the same: a sentence's
-        result does not depend on which batch it is in or when that batch runs."""
+        result does not depend on when its batch runs. `alignments`: see `iter_hypotheses`."""
         return [found for _, found in self.iter_hypotheses(lines, batch_size, max_length_ratio, progress,
-                                                            batch_type, workers)]
+                                                            batch_type, workers, alignments)]
 
     def iter_hypotheses(self, lines, batch_size=64, max_length_ratio=2.0, progress=False, batch_type="sents",
                         workers=1, alignments=None):

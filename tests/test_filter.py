@@ -445,3 +445,75 @@ def test_alignments_need_a_model_with_attention(tmp_path):
     source.write_text("el gato\n")
     result = mt("translate", str(source), "--model", str(run), "--alignments")
     assert result.exit_code == 1 and "--alignments needs a model with attention" in result.stderr
+
+
+# -- alignments in the Python API -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["--search", "greedy"], ["--beam-size", "3", "--n-best", "2"]],
+                         ids=["greedy", "beam-n-best"])
+@pytest.mark.parametrize("unit", ["word", "piece"])
+def test_the_api_gives_the_alignments_of_translate(run_dir, lines, tmp_path, args, unit):
+    """`translate(..., alignments=True)` pairs every translation with the alignment `mt translate
+    --alignments` writes for it; without the keyword the translations are as before."""
+    import mt as package
+
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cli_rows = mt("translate", str(source), "--model", str(run_dir), "--alignments", "--alignment-unit", unit,
+                  *args).stdout.splitlines()
+    options = options_of(args)
+    settings = {"search": options.search, "beam_size": options.beam_size, "n_best": options.n_best}
+    model = package.load(str(run_dir))
+    found = model.translate(lines, alignments=True, alignment_unit=unit, **settings)
+    if options.n_best == 1:
+        found = [[pair] for pair in found]
+    got = [(text, pairs) for hyps in found for text, pairs in hyps]
+    if options.n_best == 1:
+        expected = [(text, parse_pharaoh(a)) for text, _, a in (row.rpartition(" ||| ") for row in cli_rows)]
+    else:
+        expected = [(fields[1], parse_pharaoh(fields[4])) for fields in (row.split(" ||| ") for row in cli_rows)]
+    assert got == expected
+    assert any(pairs for _, pairs in got) and all(isinstance(i, int) for _, p in got for pair in p for i in pair)
+    assert [[t for t, _ in hyps] for hyps in found] == [
+        hyps if options.n_best > 1 else [hyps] for hyps in model.translate(lines, **settings)]
+    single = model.translate(lines[0], alignments=True, alignment_unit=unit, **settings)
+    assert (single if options.n_best == 1 else single[0]) == got[0]
+
+
+def test_the_api_refuses_alignments_it_cannot_give(tmp_path):
+    import mt as package
+
+    plain = package.load(str(make_run(tmp_path / "plain", attention="none")))
+    assert plain.translate("el gato", search="greedy")  # translating is fine
+    with pytest.raises(UserError, match="alignments need a model with attention"):
+        plain.translate("el gato", alignments=True)
+    with pytest.raises(UserError, match="alignment_unit must be one of word, piece"):
+        plain.translate("el gato", alignments=True, alignment_unit="char")
+
+
+def test_the_api_decodes_a_long_list_in_the_chunks_of_translate(run_dir, lines, tmp_path, monkeypatch):
+    """A list longer than a chunk is batched per chunk of CHUNK_LINES lines, as `mt translate` batches a
+    file, not after a sort of the whole list: the batches, and so the bytes, of `mt translate --workers
+    1` (other batches could settle a near-tie the other way)."""
+    import mt as package
+    from mt import translate
+
+    monkeypatch.setattr(translate, "CHUNK_LINES", 9)
+    seen, decode = [], translate.Translator._decode_job
+
+    def recording(self, job):
+        seen.append(tuple(job[0]))  # the line numbers of the batch
+        return decode(self, job)
+
+    monkeypatch.setattr(translate.Translator, "_decode_job", recording)
+    found = package.load(str(run_dir)).translate(lines, search="greedy", batch_size=4)
+    api_batches = sorted(seen)
+    seen.clear()
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = mt("translate", str(source), "--model", str(run_dir), "--search", "greedy", "--batch-size", "4",
+                "--workers", "1", "--chunk-lines", "9")
+    assert found == result.stdout.splitlines()
+    assert api_batches == sorted(seen) and len(api_batches) > len(lines) // 9
+    assert all(min(batch) // 9 == max(batch) // 9 for batch in api_batches)  # no batch spans two chunks
