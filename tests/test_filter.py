@@ -143,7 +143,8 @@ def test_invalid_utf8_in_a_pipe_is_raised_at_its_line():
                          ids=["greedy", "beam-n-best", "sample"])
 def test_chunks_give_the_output_of_the_whole_input_from_a_file_and_from_stdin(run_dir, lines, tmp_path, args):
     """Chunks of 1, 7 and 10,000 lines (one chunk: the batches of the whole input) give the same bytes,
-    read from a file or from stdin, and equal to the Translator's translation of the whole list."""
+    read from a file or from stdin, and equal to the Translator's translation of the whole list. Other
+    chunks may settle a near-tie otherwise by rounding; this model's outputs have none."""
     from mt.translate import format_line
 
     source = tmp_path / "in.txt"
@@ -175,6 +176,36 @@ def hypotheses_of(run_dir, lines, args, batch_size):
     loaded = load_translator(str(run_dir))
     t = Translator(loaded.model, loaded.src_tok, loaded.tgt_tok, build_search(options_of(args), scores=False))
     return t.hypotheses([line.strip() for line in lines], batch_size=batch_size)
+
+
+def test_a_chunk_is_batched_as_its_lines_alone_and_no_batch_spans_two_chunks(run_dir, lines, tmp_path,
+                                                                              monkeypatch):
+    """What the output of a line of a file depends on: its chunk's lines (every `--chunk-lines` lines of
+    the file), batched exactly as those lines translated alone, never with lines of another chunk."""
+    from mt import translate
+
+    seen, decode = [], translate.Translator._decode_job
+
+    def recording(self, job):
+        seen.append(tuple(job[0]))
+        return decode(self, job)
+
+    monkeypatch.setattr(translate.Translator, "_decode_job", recording)
+    common = ["--model", str(run_dir), "--search", "greedy", "--batch-size", "3", "--workers", "1"]
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    whole = mt("translate", str(source), *common, "--chunk-lines", "9")
+    batches = sorted(seen)
+    assert all(min(b) // 9 == max(b) // 9 for b in batches)
+    expected, outputs = [], []
+    for start in range(0, len(lines), 9):
+        seen.clear()
+        part = tmp_path / f"part{start}.txt"
+        part.write_text("\n".join(lines[start:start + 9]) + "\n", encoding="utf-8")
+        outputs.append(mt("translate", str(part), *common).stdout)
+        expected += [tuple(start + i for i in b) for b in seen]
+    assert batches == sorted(expected)
+    assert whole.stdout == "".join(outputs)
 
 
 def test_the_chunk_option_defaults_to_the_translators_chunk_and_is_checked(run_dir, lines, tmp_path):
