@@ -11,6 +11,11 @@ hits them alike; each method's median time is reported, with its ratio to the ba
                      (both baselines run the encoder compiled, once per batch: only decoding differs)
     greedy           mt.search.GreedySearch: encoder and the whole search loop in one graph call per batch
     beam             mt.search.BeamSearch with --beam-size and --length-penalty
+    greedy-aligned, beam-aligned
+                     the same, recording the most attended source position of every output token
+                     (`with_alignment`, what `mt translate --alignments` decodes with)
+    beam-attention   beam, recording the whole attention of the hypotheses (`with_attention`, what
+                     `mt inspect attention` decodes with)
 
 Sentences/s counts input sentences; target tokens/s counts output pieces (EOS included). The first
 translation of each method (graph tracing) is not timed. The baselines must give greedy's output: the
@@ -120,6 +125,11 @@ def make_methods(translator, names, beam_size, length_penalty):
         "baseline-step": lambda: python_loop(encode, step),
         "greedy": lambda: compiled(translator, GreedySearch()),
         "beam": lambda: compiled(translator, BeamSearch(beam_size, length_penalty, stop="exact")),
+        "greedy-aligned": lambda: compiled(translator, GreedySearch(with_alignment=True)),
+        "beam-aligned": lambda: compiled(translator, BeamSearch(beam_size, length_penalty, stop="exact",
+                                                                with_alignment=True)),
+        "beam-attention": lambda: compiled(translator, BeamSearch(beam_size, length_penalty, stop="exact",
+                                                                  with_attention=True)),
     }
     unknown = [n for n in names if n not in makers]
     if unknown:

@@ -7,10 +7,15 @@ translates with the search settings chosen at export.
     model.translate("una frase")                                 # -> "a sentence"
     model.translate(["una frase", "otra"], search="greedy")       # -> ["a sentence", "another"]
     model.translate(["una frase"], beam_size=8, n_best=3)         # -> [["...", "...", "..."]]
+    model.translate("una frase", alignments=True)                 # -> ("a sentence", [(0, 0), (1, 1)])
 
 Keyword settings are the fields of SearchOptions, with its defaults (those of `mt translate`); the same
-settings give the same text as `mt translate` writes for the same lines. `mt serve` (mt/serve.py)
-translates through the same object.
+settings give the text `mt translate --workers 1` writes for the same lines, batched alike (in chunks of
+10,000 lines, 320 search rows a batch by default; other batches can settle a near-tie otherwise, see
+docs/design.md, "Reading the input as it arrives"). `mt serve` (mt/serve.py) translates through the
+same object. `alignments=True` makes every translation a (text, alignment) pair, the alignment the
+(source, target) position pairs that `mt translate --alignments` writes in Pharaoh format
+(mt/alignment.py), over words or, with `alignment_unit="piece"`, SentencePiece pieces.
 """
 
 import dataclasses
@@ -77,9 +82,11 @@ class Model:
         import_tensorflow_quietly()
         return cls(load_translator(run_dir, weights, precision), run_dir)
 
-    def translate(self, text, batch_size=None, **settings):
+    def translate(self, text, batch_size=None, alignments=False, alignment_unit="word", **settings):
         """Translate a string (returns a string) or a list of strings (returns a list in the same order).
-        With n_best > 1 every translation becomes a list of up to n_best strings, best first."""
+        With n_best > 1 every translation becomes a list of up to n_best strings, best first. With
+        `alignments`, every string becomes a pair (string, its alignment: a list of (source, target)
+        positions of `alignment_unit`, "word" or "piece", as `mt translate --alignments` writes them)."""
         from mt.translate import _one_line
 
         options = search_options(settings)
@@ -87,10 +94,24 @@ class Model:
         lines = [text] if single else list(text)
         if not all(isinstance(line, str) for line in lines):
             raise TypeError("translate takes a string or a list of strings")
-        found = self.hypotheses(lines, options, batch_size=batch_size)
-        texts = [[_one_line(h.text) for h in hyps] for hyps in found]
+        unit = self._alignment_unit(alignment_unit) if alignments else None
+        found = self.hypotheses(lines, options, batch_size=batch_size, alignments=unit)
+        if unit:
+            texts = [[(_one_line(h.text), list(h.alignment or ())) for h in hyps] for hyps in found]
+        else:
+            texts = [[_one_line(h.text) for h in hyps] for hyps in found]
         out = texts if options.n_best > 1 else [t[0] for t in texts]
         return out[0] if single else out
+
+    def _alignment_unit(self, unit):
+        """`unit` checked, for a model that has the attention alignments come from."""
+        from mt.alignment import UNITS
+
+        if unit not in UNITS:
+            raise UserError(f"alignment_unit must be one of {', '.join(UNITS)}, got {unit!r}")
+        if not self.translator.model.attention:
+            raise UserError(f"alignments need a model with attention ({self.run_dir} has model.attention: none)")
+        return unit
 
     def score(self, sources, targets, per_token=False, batch_size=64):
         """The log-probability under the model of each target given its source (a string each, or two
@@ -109,29 +130,39 @@ class Model:
         out = [[float(x) for x in pieces] if per_token else float(sum(float(x) for x in pieces)) for pieces in found]
         return out[0] if single else out
 
-    def hypotheses(self, lines, options=DEFAULTS, scores=False, batch_size=None):
+    def hypotheses(self, lines, options=DEFAULTS, scores=False, batch_size=None, alignments=None):
         """For every line (stripped of surrounding whitespace, as `mt translate` reads them), its list of
         Hypothesis, best first. `scores` asks greedy search for log-probabilities too (beam search and
-        sampling always have them)."""
-        from mt.translate import default_batch_size
+        sampling always have them); `alignments` ("word" or "piece") gives every hypothesis its alignment.
+
+        The lines are batched in chunks of CHUNK_LINES, as `mt translate` reads a file: which lines share a
+        batch can decide a near-tie by rounding (docs/design.md, "Reading the input as it arrives"), and so
+        a list gives the bytes `mt translate --workers 1` writes for the same lines, however long."""
+        from mt.translate import CHUNK_LINES, default_batch_size
 
         if batch_size is None:
             batch_size = default_batch_size(options.search, options.beam_size)
-        translator = self.translator_for(options, scores)
-        return translator.hypotheses([line.strip() for line in lines], batch_size, options.max_length_ratio)
+        translator = self.translator_for(options, scores, with_alignment=alignments is not None)
+        lines, size = [line.strip() for line in lines], CHUNK_LINES
+        chunks = (lines[k:k + size] for k in range(0, len(lines), size))
+        return [found for _, found in translator.stream_hypotheses(chunks, batch_size, options.max_length_ratio,
+                                                                   alignments=alignments)]
 
-    def translator_for(self, options, scores=False):
-        """The Translator of these search settings, compiled once and kept among the last CACHED_SEARCHES."""
+    def translator_for(self, options, scores=False, with_alignment=False):
+        """The Translator of these search settings, compiled once and kept among the last CACHED_SEARCHES;
+        `with_alignment`: its search records the most attended source position of every output piece."""
         from mt.search import build_search
         from mt.translate import Translator
 
         # the length ratio is an input of the compiled search, and only greedy search skips scores
-        key = (options.replace(max_length_ratio=DEFAULTS.max_length_ratio), scores and options.search == "greedy")
+        key = (options.replace(max_length_ratio=DEFAULTS.max_length_ratio), scores and options.search == "greedy",
+               with_alignment)
         with self._lock:
             translator = self._translators.pop(key, None)
             if translator is None:
                 t = self.translator
-                translator = Translator(t.model, t.src_tok, t.tgt_tok, build_search(options, scores=key[1]))
+                search = build_search(options, scores=key[1], with_alignment=with_alignment)
+                translator = Translator(t.model, t.src_tok, t.tgt_tok, search)
             self._translators[key] = translator
             while len(self._translators) > CACHED_SEARCHES:
                 self._translators.popitem(last=False)
@@ -189,10 +220,13 @@ class ExportedModel:
         self._translate = tf.saved_model.load(self.path).signatures["serving_default"]
         self.options = SearchOptions(**self.record["search"])
 
-    def translate(self, text, batch_size=None, **settings):
+    def translate(self, text, batch_size=None, alignments=False, alignment_unit="word", **settings):
         """Translate a string (returns a string) or a list of strings (returns a list in the same order)."""
         import tensorflow as tf
 
+        if alignments:
+            raise UserError(f"{self.path} is an exported model, whose signature returns no alignments: "
+                            f"load the run folder it was exported from ({self.record.get('run')}) for them")
         asked = search_options(settings)
         differing = [f"{name} {getattr(asked, name)!r} (exported: {getattr(self.options, name)!r})"
                      for name in settings if getattr(asked, name) != getattr(self.options, name)]

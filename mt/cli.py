@@ -175,11 +175,29 @@ _WEIGHTS_OF_MODELS = click.option(
 @click.option("--workers", type=int, default=None,
               help="Batches decoded at once, the CPU cores shared among them. Default: 2 on a CPU with 2 or "
               "more cores, 1 on a GPU or inside `mt pipeline`.")
+@click.option("--chunk-lines", type=int, default=10_000, show_default=True,
+              help="Input lines read, sorted by length and decoded together before the next ones are read; "
+              "bounds memory. Input that arrives slowly (a terminal, a pipe) is translated as it comes, "
+              "once it pauses for 20 ms. Lines of different chunks never share a batch, so, as --batch-size "
+              "does, this can change the output of a line whose best next pieces tie to within the rounding "
+              "of other batches: up to 3 lines in 1,000 measured with bfloat16 products, none in 10,894 in float32 "
+              "(docs/design.md, \"Reading the input as it arrives\").")
+@click.option("--alignments", is_flag=True,
+              help="End every output line with ' ||| ' and the hard alignment from the attention: "
+              "space-separated 'i-j' pairs (source i, target j, from 0), Pharaoh format as fast_align writes "
+              "it. Units: see --alignment-unit.")
+@click.option("--alignment-unit", type=click.Choice(["word", "piece"]), default="word", show_default=True,
+              help="With --alignments: positions of the whitespace-separated words of the input line and "
+              "of the translation (word: a target word links to every source word one of its pieces attends "
+              "to most), or of the SentencePiece pieces the model reads and writes (piece: one link per "
+              "target piece).")
 @_WEIGHTS_OF_MODELS
 @_PRECISION
 def translate(**kwargs):
     """Translate INPUT ('-' for stdin), one output line per input line.
 
+    The input is read and translated in chunks as it arrives, and output lines are written in input order
+    as their chunk finishes, so `mt translate - --model RUN` works as a filter, line by line in a terminal.
     Inputs longer than 1000 pieces are cut to that length, with a warning.
     """
     from mt import translate as stage_module

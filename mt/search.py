@@ -9,7 +9,9 @@ A search holds its strategy and settings; every call takes the step function and
 nest of batch-first tensors with R rows (tf.nest: tuples, named tuples, dicts); it returns logits [R, V],
 the new state, and the step's attention over the source [R, S] or None. With beams, R is the number of
 sentences times the beam size, beams of one sentence in adjacent rows. The attention feeds the coverage
-penalty and `with_attention`; both need `source_mask`, which sizes it.
+penalty, `with_attention` (the whole attention of the chosen hypotheses) and `with_alignment` (for each of
+their tokens, only the source position attended most: S times less to carry through a beam's reordering,
+for alignments of long inputs); all need `source_mask`, which sizes it.
 
 The result is a `Hypotheses` tuple of tensors, sorted best first for every sentence:
     ids [B, N, T] int32      tokens, ending in EOS unless cut at the length limit, padded with PAD (0)
@@ -17,6 +19,8 @@ The result is a `Hypotheses` tuple of tensors, sorted best first for every sente
     ranks [B, N] float32     what the search ranked by: scores after the length and coverage penalties
     lengths [B, N] int32     tokens including the EOS
     attention [B, N, T, S]   the step's attention for every output token (zeros without attention), or None
+    sources [B, N, T] int32  the source position the step's attention weighted most for every output token
+                             (the first of equal weights; 0 without attention), or None
 N is 1 for greedy and sampling and `n_best` for beam search. Invalid n-best entries (a beam that found
 fewer distinct hypotheses than asked) have rank -inf.
 
@@ -53,6 +57,7 @@ class Hypotheses(NamedTuple):
     ranks: tf.Tensor
     lengths: tf.Tensor
     attention: tf.Tensor = None
+    sources: tf.Tensor = None
 
 
 class Step(NamedTuple):
@@ -76,13 +81,13 @@ class Search:
     beam_size = 1
     needs_log_norm = True  # Step.log_norm is computed (False: it is None)
 
-    def __init__(self, with_attention=False):
-        self.with_attention = with_attention
+    def __init__(self, with_attention=False, with_alignment=False):
+        self.with_attention, self.with_alignment = with_attention, with_alignment
 
     @property
     def needs_attention(self):
         """The search reads the step's attention, so it needs the source mask."""
-        return self.with_attention
+        return self.with_attention or self.with_alignment
 
     def __call__(self, step_fn, state, max_lengths, source_mask=None, row_ids=None) -> Hypotheses:
         """Search with `step_fn` from its initial `state` (B rows); `max_lengths` [B] caps each sentence's
@@ -224,12 +229,27 @@ def _write(buffer, t, values):
     return tf.where(at_t, tf.expand_dims(values, 2), buffer)
 
 
-def _buffers(batch, beams, limit, source_length, with_attention):
-    """Empty token (and attention) buffers for `beams` hypotheses per sentence."""
+def _buffers(search, batch, beams, limit, source_length):
+    """Empty token (and attention, and most attended source position) buffers for `beams` hypotheses per
+    sentence."""
     out = {"ids": tf.fill([batch, beams, limit], PAD)}
-    if with_attention:
+    if search.with_attention:
         out["attention"] = tf.zeros([batch, beams, limit, source_length])
+    if search.with_alignment:
+        out["sources"] = tf.zeros([batch, beams, limit], tf.int32)
     return out
+
+
+def _most_attended(step):
+    """[L, K] int32: the real source position that the step's attention [L, K, S] weights most."""
+    real = tf.where(step.source_mask[:, None, :], step.attention, -1.0)
+    return tf.argmax(real, axis=-1, output_type=tf.int32)
+
+
+def _recorded(hyps, steps):
+    """The attention and the most attended positions of the result, over its `steps` positions (None
+    where the search did not record them)."""
+    return tuple(hyps[key][:, :, :steps] if key in hyps else None for key in ("attention", "sources"))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -244,7 +264,7 @@ class _SingleSearch(Search):
         raise NotImplementedError
 
     def start(self, batch, limit, source_length):
-        hyps = _buffers(batch, 1, limit, source_length, self.with_attention)
+        hyps = _buffers(self, batch, 1, limit, source_length)
         hyps.update(done=tf.zeros([batch], tf.bool), score=tf.zeros([batch, 1]),
                     length=tf.zeros([batch, 1], tf.int32))
         return hyps
@@ -258,11 +278,13 @@ class _SingleSearch(Search):
                "score": score, "done": tf.equal(ids, EOS) | step.last}
         if self.with_attention:
             new["attention"] = _write(hyps["attention"], step.t, step.attention)
+        if self.with_alignment:
+            new["sources"] = _write(hyps["sources"], step.t, _most_attended(step))
         return ids, None, new
 
     def result(self, hyps, steps):
-        attention = hyps["attention"][:, :, :steps] if self.with_attention else None
-        return Hypotheses(hyps["ids"][:, :, :steps], hyps["score"], hyps["score"], hyps["length"], attention)
+        return Hypotheses(hyps["ids"][:, :, :steps], hyps["score"], hyps["score"], hyps["length"],
+                          *_recorded(hyps, steps))
 
 
 class GreedySearch(_SingleSearch):
@@ -273,8 +295,8 @@ class GreedySearch(_SingleSearch):
     times. `mt translate` writes no greedy scores, so it asks for none.
     """
 
-    def __init__(self, with_attention=False, scores=True):
-        super().__init__(with_attention)
+    def __init__(self, with_attention=False, scores=True, with_alignment=False):
+        super().__init__(with_attention, with_alignment)
         self.needs_log_norm = scores
 
     def pick(self, step):
@@ -293,8 +315,8 @@ class SamplingSearch(_SingleSearch):
     """
 
     def __init__(self, temperature=DEFAULTS.temperature, top_k=DEFAULTS.top_k, top_p=DEFAULTS.top_p,
-                 seed=DEFAULTS.seed, with_attention=False):
-        super().__init__(with_attention)
+                 seed=DEFAULTS.seed, with_attention=False, with_alignment=False):
+        super().__init__(with_attention, with_alignment)
         if temperature <= 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
             raise ValueError(f"need temperature > 0, top_k >= 0 and 0 < top_p <= 1, got {temperature}, "
                              f"{top_k}, {top_p}")
@@ -370,8 +392,8 @@ class BeamSearch(Search):
 
     def __init__(self, beam_size=DEFAULTS.beam_size, length_penalty=DEFAULTS.length_penalty,
                  coverage_penalty=DEFAULTS.coverage_penalty, n_best=DEFAULTS.n_best, with_attention=False,
-                 stop=DEFAULTS.beam_stop):
-        super().__init__(with_attention)
+                 stop=DEFAULTS.beam_stop, with_alignment=False):
+        super().__init__(with_attention, with_alignment)
         if beam_size < 1 or not 1 <= n_best <= beam_size or length_penalty < 0 or coverage_penalty < 0:
             raise ValueError(f"need beam_size >= 1, 1 <= n_best <= beam_size and penalties >= 0, got "
                              f"{beam_size}, {n_best}, {length_penalty}, {coverage_penalty}")
@@ -382,16 +404,16 @@ class BeamSearch(Search):
 
     @property
     def needs_attention(self):
-        return self.with_attention or bool(self.coverage_penalty)
+        return super().needs_attention or bool(self.coverage_penalty)
 
     def start(self, batch, limit, source_length):
         k = self.beam_size
-        alive = _buffers(batch, k, limit, source_length, self.with_attention)
+        alive = _buffers(self, batch, k, limit, source_length)
         # only the first beam is live at the start: the others would repeat it
         alive["score"] = tf.tile(tf.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch, 1])
         if self.coverage_penalty:
             alive["coverage"] = tf.zeros([batch, k, source_length])
-        finished = _buffers(batch, k, limit, source_length, self.with_attention)
+        finished = _buffers(self, batch, k, limit, source_length)
         finished.update(score=tf.fill([batch, k], NEG_INF), rank=tf.fill([batch, k], NEG_INF),
                         length=tf.zeros([batch, k], tf.int32))
         return {"done": tf.zeros([batch], tf.bool), "alive": alive, "finished": finished}
@@ -436,6 +458,9 @@ class BeamSearch(Search):
             cands["coverage"] += attention
         if "attention" in cands:
             cands["attention"] = _write(cands["attention"], step.t, attention)
+        if "sources" in cands:
+            cands["sources"] = _write(cands["sources"], step.t,
+                                      tf.gather(_most_attended(step), parent, batch_dims=1))
         cands["parent"], cands["token"] = parent, token
         return cands
 
@@ -464,8 +489,8 @@ class BeamSearch(Search):
 
     def result(self, hyps, steps):
         best = {key: value[:, :self.n_best] for key, value in hyps["finished"].items()}
-        attention = best["attention"][:, :, :steps] if self.with_attention else None
-        return Hypotheses(best["ids"][:, :, :steps], best["score"], best["rank"], best["length"], attention)
+        return Hypotheses(best["ids"][:, :, :steps], best["score"], best["rank"], best["length"],
+                          *_recorded(best, steps))
 
 
 TOP_K_BLOCK = 16  # top_k_rows: values per block
@@ -507,15 +532,15 @@ def _best(hyps, rank, k):
 SEARCHES = {"greedy": GreedySearch, "beam": BeamSearch, "sample": SamplingSearch}
 
 
-def build_search(options=DEFAULTS, scores=True, with_attention=False) -> Search:
+def build_search(options=DEFAULTS, scores=True, with_attention=False, with_alignment=False) -> Search:
     """The search `options` (a SearchOptions) name, with its settings. `scores=False` lets greedy search
     skip the output's log-probability (see GreedySearch); `with_attention` records the attention of the
-    hypotheses."""
+    hypotheses, `with_alignment` the source position it weights most for each of their tokens."""
     kind = SEARCHES[options.search]
+    recording = {"with_attention": with_attention, "with_alignment": with_alignment}
     if kind is GreedySearch:
-        return GreedySearch(with_attention=with_attention, scores=scores)
+        return GreedySearch(scores=scores, **recording)
     if kind is SamplingSearch:
-        return SamplingSearch(options.temperature, options.top_k, options.top_p, options.seed,
-                              with_attention=with_attention)
+        return SamplingSearch(options.temperature, options.top_k, options.top_p, options.seed, **recording)
     return BeamSearch(options.beam_size, options.length_penalty, options.coverage_penalty, options.n_best,
-                      with_attention=with_attention, stop=options.beam_stop)
+                      stop=options.beam_stop, **recording)

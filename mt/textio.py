@@ -6,15 +6,28 @@ at the start of the file is skipped, and '-' means standard input.
 """
 
 import hashlib
+import os
+import queue
+import stat
 import sys
+import threading
+import time
 
 from mt.errors import UserError
 
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
-def _open_binary(path):
+def _open_binary(path, own_stdin=False):
+    """The file as a binary stream; '-' is stdin: sys.stdin.buffer, or with `own_stdin` a reader of its own
+    over the same descriptor, for a thread that may still wait in a read when the process exits (Python
+    aborts at exit when a thread holds the lock of sys.stdin.buffer)."""
     if path == "-":
+        if own_stdin:
+            try:
+                return open(sys.stdin.fileno(), "rb", closefd=False)
+            except (OSError, ValueError):  # a stdin without a descriptor (a test's stand-in) has no such lock
+                pass
         return sys.stdin.buffer
     try:
         return open(path, "rb")
@@ -36,8 +49,9 @@ class LineReader:
     it becomes U+FFFD and `replaced[path]` (a Counter, if given) counts the lines concerned. `fix` ends
     the error message: how to mend the input."""
 
-    def __init__(self, path, on_invalid="error", replaced=None, fix="convert the file to UTF-8"):
+    def __init__(self, path, on_invalid="error", replaced=None, fix="convert the file to UTF-8", own_stdin=False):
         self.path, self.on_invalid, self.replaced, self.fix = path, on_invalid, replaced, fix
+        self.own_stdin = own_stdin  # see _open_binary
         self.lines = self.bytes = 0
         self._digest = hashlib.sha256()
 
@@ -46,7 +60,7 @@ class LineReader:
         return self._digest.hexdigest()
 
     def __iter__(self):
-        f = _open_binary(self.path)
+        f = _open_binary(self.path, self.own_stdin)
         try:
             for number, raw in enumerate(f, 1):
                 self.lines, self.bytes = number, self.bytes + len(raw)
@@ -103,3 +117,100 @@ def file_sha256(path):
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def is_regular_file(path):
+    """`path` ('-': stdin) is a regular file: its lines are all there and reading never waits for more (a
+    pipe, a terminal or a FIFO may)."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode if path == "-" else os.stat(path).st_mode
+    except (OSError, ValueError):  # ValueError: stdin closed or replaced by an object without a descriptor
+        return False
+    return stat.S_ISREG(mode)
+
+
+_END, _PAUSE = object(), object()  # iter_chunks: the input has ended; no line came within the pause
+
+
+def iter_chunks(path, max_lines, pause=0.02, hold=0.5, between=None):
+    """The lines of `path` ('-': stdin) as lists of at most `max_lines`, for a caller that works on each
+    list before it asks for the next one (see iter_lines for what a line is).
+
+    A regular file is cut into lists of `max_lines` lines (the last one shorter): the file alone decides
+    them. Any other input (a pipe, a terminal) may deliver its lines slowly, and a line must not wait for
+    lines that have not been written yet: a thread reads it ahead, by at most `max_lines` lines, and a
+    list ends once the input pauses for `pause` seconds, or `hold` seconds after the list's first line
+    arrived, so that a line typed or written alone comes back as a list of one. A reading error (invalid
+    UTF-8, say) is raised when its line is reached. `between` is called before the next list is read, once
+    the caller is done with the last one (to flush what answers the lines so far)."""
+    if max_lines < 1:
+        raise ValueError(f"max_lines must be at least 1, got {max_lines}")
+    if is_regular_file(path):
+        chunk = []
+        for line in iter_lines(path):
+            if len(chunk) == max_lines:
+                yield chunk
+                chunk = []
+                if between:
+                    between()
+            chunk.append(line)
+        if chunk:
+            yield chunk
+        return
+    yield from _arriving_chunks(path, max_lines, pause, hold, between)
+
+
+def _arriving_chunks(path, max_lines, pause, hold, between):
+    lines, stop = queue.Queue(max_lines), threading.Event()
+
+    def read():
+        try:
+            for line in LineReader(path, own_stdin=True):
+                if stop.is_set():
+                    return
+                lines.put(line)
+            lines.put(_END)
+        except BaseException as error:  # handed to the caller's thread, which raises it
+            lines.put(error)
+
+    # a daemon thread: a command that stops early (an error, Ctrl-C) does not wait for input that may never come
+    threading.Thread(target=read, daemon=True, name="mt-input").start()
+    try:
+        item = None
+        while item is not _END:
+            item = lines.get()
+            chunk, deadline = [], time.monotonic() + hold
+            while item is not _END and item is not _PAUSE:
+                if isinstance(item, BaseException):
+                    raise item
+                chunk.append(item)
+                if len(chunk) == max_lines:
+                    break
+                item = _next_line(lines, pause, deadline)
+            if chunk:
+                yield chunk
+            if item is not _END and between:
+                between()
+    finally:
+        stop.set()
+        while True:  # unblock a reader waiting to put a line, so that it sees `stop`
+            try:
+                lines.get_nowait()
+            except queue.Empty:
+                break
+
+
+def _next_line(lines, pause, deadline):
+    """The next line of the queue if one has arrived, or arrives within `pause` seconds and before
+    `deadline`; else _PAUSE."""
+    try:
+        return lines.get_nowait()
+    except queue.Empty:
+        pass
+    wait = min(pause, deadline - time.monotonic())
+    if wait <= 0:
+        return _PAUSE
+    try:
+        return lines.get(timeout=wait)
+    except queue.Empty:
+        return _PAUSE

@@ -196,6 +196,20 @@ class Tokenizer:
         lists = [ids.tolist() if hasattr(ids, "tolist") else [int(i) for i in ids] for ids in id_lists]
         return self._sp.decode(lists, num_threads=self._threads)
 
+    def encode_with_spans(self, texts):
+        """`encode`, and where each piece lies in its text: for every text (ids, spans), spans the
+        (begin, end) byte offsets of every piece's surface in the text's UTF-8 (SentencePiece maps them
+        back through its normalization to the text as given)."""
+        protos = self._sp.encode(list(texts), out_type="proto", num_threads=self._threads)
+        return [([p.id for p in proto.pieces], [(p.begin, p.end) for p in proto.pieces]) for proto in protos]
+
+    def decode_with_spans(self, id_lists):
+        """`decode`, and where each piece lies in the text: for every id list (text, spans), spans as in
+        encode_with_spans."""
+        lists = [ids.tolist() if hasattr(ids, "tolist") else [int(i) for i in ids] for ids in id_lists]
+        protos = self._sp.decode(lists, out_type="proto", num_threads=self._threads)
+        return [(proto.text, [(p.begin, p.end) for p in proto.pieces]) for proto in protos]
+
     def id_to_piece(self, piece_id):
         """The piece string of one id."""
         return self._sp.id_to_piece(int(piece_id))

@@ -158,6 +158,8 @@ def test_mt_load_of_an_export_translates_with_its_settings_only(run_dir, exporte
         model.translate(lines, beam_size=3)
     with pytest.raises(UserError, match="needs the run folder"):
         model.score(["kat"], ["hund"])
+    with pytest.raises(UserError, match="returns no alignments: load the run folder"):
+        model.translate(lines, alignments=True)
     with pytest.raises(UserError, match="chosen at export"):
         mt.load(str(exported["beam"]), weights="last")
     assert model.info()["search"]["search"] == "beam"

@@ -241,6 +241,30 @@ def test_attention_of_the_chosen_hypotheses():
             assert not out["attention"][b, k, len(seq):].any()
 
 
+@pytest.mark.parametrize("make", [lambda **kw: GreedySearch(**kw), lambda **kw: SamplingSearch(top_k=3, seed=4, **kw),
+                                  lambda **kw: BeamSearch(3, 0.6, n_best=3, stop="exact", **kw)],
+                         ids=["greedy", "sample", "beam"])
+def test_the_most_attended_source_positions_of_the_chosen_hypotheses(make):
+    """with_alignment records, for every output token, the real source position its step attended to
+    most: the argmax of the attention with_attention records, padding left out, the same hypotheses found."""
+    fake = random_fake(vocab=6, seed=3, eos_bias=0.5)
+    fake.attn[..., 2] += 1.0  # the last source position, padding in the second sentence, gets the most weight
+    limits, batch = [7, 5], 2
+    mask = tf.constant([[True, True, True], [True, True, False]])
+    both = make(with_attention=True, with_alignment=True)(fake, fake.initial_state(batch), limits, source_mask=mask)
+    plain = make()(fake, fake.initial_state(batch), limits, source_mask=mask)
+    alone = make(with_alignment=True)(fake, fake.initial_state(batch), limits, source_mask=mask)
+    assert plain.sources is None and alone.attention is None and alone.sources.dtype == tf.int32
+    np.testing.assert_array_equal(alone.ids.numpy(), plain.ids.numpy())
+    np.testing.assert_array_equal(alone.sources.numpy(), both.sources.numpy())
+    attention, sources, lengths = both.attention.numpy(), both.sources.numpy(), both.lengths.numpy()
+    for b, k in itertools.product(range(batch), range(sources.shape[1])):
+        n = lengths[b, k]
+        real = attention[b, k, :n, :mask.numpy()[b].sum()]
+        assert sources[b, k, :n].tolist() == np.argmax(real, -1).tolist()
+    assert (sources[0] == 2).any() and not (sources[1] == 2).any()
+
+
 def test_attention_is_zero_without_attention_in_the_state():
     def step(ids, state):
         return tf.one_hot(tf.fill(tf.shape(ids), EOS), 6) * 5.0, state, None
@@ -537,7 +561,7 @@ def test_the_registry_builds_every_search_with_the_options_defaults():
     fields = {"stop": "beam_stop"}
     for cls in SEARCHES.values():
         for name, parameter in inspect.signature(cls).parameters.items():
-            if name in ("with_attention", "scores"):
+            if name in ("with_attention", "with_alignment", "scores"):
                 continue
             assert parameter.default == getattr(DEFAULTS, fields.get(name, name)), (cls.__name__, name)
     for name, cls in SEARCHES.items():
@@ -549,3 +573,6 @@ def test_the_registry_builds_every_search_with_the_options_defaults():
     sample = build_search(SearchOptions(search="sample", temperature=0.5, top_k=7, top_p=0.9, seed=3))
     assert (sample.temperature, sample.top_k, sample.top_p, sample.seed) == (0.5, 7, 0.9, 3)
     assert build_search(SearchOptions(search="greedy"), scores=False).needs_log_norm is False
+    for name in SEARCHES:
+        recording = build_search(SearchOptions(search=name), with_alignment=True)
+        assert recording.with_alignment and not recording.with_attention and recording.needs_attention
