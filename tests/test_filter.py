@@ -320,26 +320,24 @@ def test_ctrl_c_or_an_invalid_line_while_waiting_for_stdin_is_a_clean_exit(run_d
 # -- bounded memory ----------------------------------------------------------------------------------------
 
 
-# runs `mt ARGS...` and writes its peak RSS (VmHWM, kB) to PEAK_FILE at exit: measured in the process
-# itself, since a child's ru_maxrss also counts the parent's memory it was forked from
-PEAK = """if True:
-    import atexit, runpy, sys
+def peak_script():
+    """benchmarks/translate_memory.py's PEAK: runs `mt ARGS...` and writes its peak RSS (VmHWM, kB) to the
+    file named first, measured in the process itself (a child's ru_maxrss also counts the memory it was
+    forked from); the test measures as the benchmark does."""
+    import importlib.util
 
-    def report(path=sys.argv[1]):
-        with open("/proc/self/status") as status, open(path, "w") as out:
-            out.write(next(line.split()[1] for line in status if line.startswith("VmHWM")))
-
-    atexit.register(report)
-    sys.argv = ["mt", *sys.argv[2:]]
-    runpy.run_module("mt.cli", run_name="__main__")
-"""
+    spec = importlib.util.spec_from_file_location("translate_memory",
+                                                  os.path.join(ROOT, "benchmarks", "translate_memory.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.PEAK
 
 
 def peak_rss_mb(args, stdin, tmp_path):
     """Run `mt ARGS` in a child process and return its peak resident memory in MB."""
     peak = tmp_path / "peak.txt"
-    done = subprocess.run([sys.executable, "-c", PEAK, str(peak), *args], stdin=stdin, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, env=child_env(), cwd=ROOT)  # `-c` puts the cwd first on sys.path
+    done = subprocess.run([sys.executable, "-c", peak_script(), str(peak), *args], stdin=stdin,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(), cwd=ROOT)  # `-c` puts the cwd first on sys.path
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     return int(peak.read_text()) / 1024
 
