@@ -222,6 +222,8 @@ def translate(**kwargs):
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
               default="auto", show_default=True,
               help="Compute precision of decoding; auto: the precision the model was trained in.")
+@click.option("--workers", type=int, default=None, help="Batches decoded at once, each on its share of the "
+              "cores (as for translate). Default: 2 on a CPU with 2 or more cores, 1 on a GPU.")
 def serve(**kwargs):
     """Translate over HTTP: POST /v1/translate with {"text": ...} and search settings as JSON.
 

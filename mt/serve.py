@@ -13,12 +13,18 @@
 
 Every error is a JSON {"error": "..."} with a 4xx status (5xx for a failure of the server itself).
 
-Micro-batching: one worker thread runs all of TensorFlow (the model is loaded, traced and run there, off
-the event loop). It takes the oldest waiting request and gathers the requests with the same settings that
-arrive within --max-wait-ms of it, up to --max-batch-rows rows of the search (sentences x beam size), into
-one batch, then hands every request its own slice of the results. A sentence's translation does not
-depend on its batch (mt/translate.py), and each request's sentences keep the row ids they would have
-alone, so the answer is the text `mt translate` writes for the same lines and settings.
+Micro-batching: TensorFlow runs off the event loop. One worker thread loads the model and traces every
+search; once a decoder thread is free, it takes the oldest waiting request and gathers the requests with
+the same settings that arrive within --max-wait-ms of it, up to --max-batch-rows rows of the search
+(sentences x beam size). Their sentences, shortest first, are cut into one part for each free decoder
+(more where a part would pass max-batch-rows / decoders rows), and every request gets its own slice of the
+results once all parts are decoded. --workers decoders run at once, each on its share of the cores, as
+`mt translate --workers` decodes (2 on a CPU of 2 or more cores): two parts fill each other's gaps, and
+under many small requests a decoder that finishes early takes the next requests while the other goes on,
+so the batches do not march in lock-step. A sentence's translation does not depend on its batch
+(mt/translate.py), and each request's sentences keep the row ids they would have alone, so the answer is
+the text `mt translate` writes for the same lines and settings (in float32; under bfloat16 products a
+near-tie can be settled otherwise in another batch, as with translate's --batch-size).
 """
 
 import asyncio
@@ -69,16 +75,21 @@ class Job:
 
 
 class Worker(threading.Thread):
-    """Loads the model, compiles its default search, then decodes gathered batches of jobs until stopped."""
+    """Loads the model and compiles its default search, then gathers batches of jobs and hands them to
+    `decoders` threads until stopped."""
 
-    def __init__(self, load, max_rows, max_wait, on_failure):
+    def __init__(self, load, max_rows, max_wait, on_failure, decoders=1):
         super().__init__(name="mt-serve-worker", daemon=True)
         self.load, self.max_rows, self.max_wait, self.on_failure = load, max_rows, max_wait, on_failure
+        self.decoders = max(1, decoders)
         self.model, self.error = None, None
         self.ready = threading.Event()
         self.jobs = queue.SimpleQueue()
         self.waiting = collections.deque()  # jobs taken from the queue that did not fit the last batch
         self.stopping = False
+        self.parts = queue.SimpleQueue()  # (translator, Group, its sentences) for the decoder threads
+        self.idle = threading.Condition()
+        self.free = self.decoders  # decoder threads minus the parts handed to them and not yet decoded
 
     def submit(self, job):
         self.jobs.put(job)
@@ -95,12 +106,24 @@ class Worker(threading.Thread):
             self.error = error
             self.on_failure()
             return
+        threads = [threading.Thread(target=self._decoder, name=f"mt-serve-decoder-{i}", daemon=True)
+                   for i in range(self.decoders)]
+        for thread in threads:
+            thread.start()
         self.ready.set()
-        while True:
-            group = self._gather()
-            if group is None:
-                return
-            self._decode(group)
+        try:
+            while True:
+                with self.idle:  # gather only for a free decoder: meanwhile requests pile up into a batch
+                    self.idle.wait_for(lambda: self.free > 0)
+                group = self._gather()
+                if group is None:
+                    return
+                self._dispatch(group)
+        finally:
+            for _ in threads:
+                self.parts.put(None)  # after every part already handed out
+            for thread in threads:
+                thread.join()
 
     def _next(self, timeout):
         """The next job from the queue, or None when none came within `timeout` seconds (None: wait)."""
@@ -141,26 +164,78 @@ class Worker(threading.Thread):
                     break
         return group
 
-    def _decode(self, group):
-        first = group[0]
-        live = [job for job in group if job.future.set_running_or_notify_cancel()]
+    def _dispatch(self, jobs):
+        """Cut the gathered jobs' sentences, shortest first, into parts for the decoders: one for each free
+        decoder, more where a part would pass max_rows / decoders rows (translate's rule: the rows in flight
+        are shared among the batches decoded at once)."""
+        live = [job for job in jobs if job.future.set_running_or_notify_cancel()]
         if not live:
             return
+        first = live[0]
         try:
             translator = self.model.translator_for(first.options, first.scores)
-            encoded = [e for job in live for e in job.encoded]
-            row_ids = [i for job in live for i in range(len(job.encoded))]  # the ids each request has alone
-            per_row = first.options.beam_size if first.options.search == "beam" else 1
-            found = translator.hypotheses_of_pieces(encoded, first.options.max_length_ratio, row_ids,
-                                                    max(1, self.max_rows // per_row))
+            translator.trace()  # here: Keras keeps its settings per thread, a decoder runs no model code
         except BaseException as error:
             for job in live:
                 job.future.set_exception(error)
             return
-        start = 0
-        for job in live:
-            job.future.set_result(found[start:start + len(job.encoded)])
-            start += len(job.encoded)
+        per_row = first.options.beam_size if first.options.search == "beam" else 1
+        batch = max(1, self.max_rows // self.decoders // per_row)  # sentences a decoder's batch holds
+        sentences = sorted(((j, i) for j, job in enumerate(live) for i in range(len(job.encoded))),
+                           key=lambda ji: len(live[ji[0]].encoded[ji[1]]))
+        with self.idle:
+            count = max(1, min(self.free, len(sentences)), -(-len(sentences) // batch))
+            self.free -= count
+        group = Group(live, count)
+        for k in range(count):
+            self.parts.put((translator, group, sentences[k * len(sentences) // count:
+                                                         (k + 1) * len(sentences) // count], batch))
+
+    def _decoder(self):
+        while True:
+            part = self.parts.get()
+            if part is None:
+                return
+            translator, group, sentences, batch = part
+            try:
+                encoded = [group.jobs[j].encoded[i] for j, i in sentences]
+                row_ids = [i for _, i in sentences]  # the ids each request's sentences have alone
+                ratio = group.jobs[0].options.max_length_ratio
+                group.done(sentences, translator.hypotheses_of_pieces(encoded, ratio, row_ids, batch))
+            except BaseException as error:
+                group.fail(error)
+            finally:
+                with self.idle:
+                    self.free += 1
+                    self.idle.notify()
+
+
+class Group:
+    """The jobs of one gathered batch, answered once every part of their sentences is decoded."""
+
+    def __init__(self, jobs, parts):
+        self.jobs, self.left, self.failed = jobs, parts, False
+        self.found = [[None] * len(job.encoded) for job in jobs]
+        self.lock = threading.Lock()
+
+    def done(self, sentences, found):
+        with self.lock:
+            for (j, i), hyps in zip(sentences, found):
+                self.found[j][i] = hyps
+            self.left -= 1
+            if self.left or self.failed:
+                return
+        for job, found in zip(self.jobs, self.found):
+            job.future.set_result(found)
+
+    def fail(self, error):
+        with self.lock:
+            self.left -= 1
+            if self.failed:
+                return
+            self.failed = True
+        for job in self.jobs:
+            job.future.set_exception(error)
 
 
 def parse_request(body, max_lines):
@@ -297,7 +372,7 @@ def listening_socket(host, port):
     return sock
 
 
-def run(model, host, port, max_batch_rows, max_wait_ms, max_body_bytes, max_lines, weights, precision):
+def run(model, host, port, max_batch_rows, max_wait_ms, max_body_bytes, max_lines, weights, precision, workers=None):
     """`mt serve`: serve the run folder MODEL until SIGTERM or Ctrl-C, then finish the requests in flight."""
     try:
         import uvicorn
@@ -305,7 +380,7 @@ def run(model, host, port, max_batch_rows, max_wait_ms, max_body_bytes, max_line
         raise UserError("mt serve needs Starlette and uvicorn: pip install 'mt[serve]'") from None
     from mt.api import Model
     from mt.folders import RunFolder
-    from mt.translate import DEFAULT_ROWS
+    from mt.translate import DEFAULT_ROWS, decoding_workers
 
     for name, value in (("--max-batch-rows", max_batch_rows), ("--max-body-bytes", max_body_bytes),
                         ("--max-lines", max_lines)):
@@ -316,6 +391,7 @@ def run(model, host, port, max_batch_rows, max_wait_ms, max_body_bytes, max_line
     run_folder = RunFolder(model)  # a wrong folder is an error at once, before the port is taken
     run_folder.vocab_sizes()
     run_folder.existing_weights(weights)
+    decoders = decoding_workers(workers)  # before TensorFlow's first operation: it shares out the cores
 
     server = None
 
@@ -324,7 +400,7 @@ def run(model, host, port, max_batch_rows, max_wait_ms, max_body_bytes, max_line
             server.should_exit = True
 
     worker = Worker(lambda: Model.load(model, weights, precision), max_batch_rows or DEFAULT_ROWS,
-                    max_wait_ms / 1000.0, stop_server)
+                    max_wait_ms / 1000.0, stop_server, decoders)
     app = make_app(worker, max_body_bytes, max_lines)
     sock = listening_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]

@@ -101,6 +101,10 @@ class Translator:
         # converting their Python code to graph code would take longer than decoding a batch
         self._decode = tf.function(self._decode_batch, input_signature=spec, autograph=False)
 
+    def trace(self):
+        """Trace the compiled search now, in this thread (see _decode_jobs)."""
+        self._decode.get_concrete_function()
+
     def _decode_batch(self, src, max_lengths, row_ids):
         import tensorflow as tf
 
@@ -221,7 +225,7 @@ class Translator:
         import queue
         import threading
 
-        self._decode.get_concrete_function()
+        self.trace()
         todo, finished = queue.SimpleQueue(), queue.SimpleQueue()
         for job in sorted(jobs, key=lambda job: -len(job[1]) * len(job[1][0])):  # sentences x longest
             todo.put(job)

@@ -103,26 +103,43 @@ def test_answers_have_the_shape_of_the_request():
 
 
 class FakeTranslator:
-    """Records the batches it is given and translates a sentence's pieces to their text, row id appended."""
+    """Records the batches it is given and translates a sentence's pieces to their text, row id appended;
+    a sentence holding the piece 666 fails its batch."""
 
-    def __init__(self, batches):
-        self.batches = batches
+    def __init__(self, model):
+        self.model = model
+
+    def trace(self):
+        self.model.traced_in.add(threading.current_thread().name)
 
     def hypotheses_of_pieces(self, encoded, ratio, row_ids, batch_size):
-        self.batches.append(len(encoded))
-        time.sleep(0.01)
-        return [[Hypothesis(" ".join(map(str, e)) + f"#{r}", e, 0.0, 0.0, True)] for e, r in zip(encoded, row_ids)]
+        with self.model.lock:
+            self.model.batches.append(len(encoded))
+            self.model.parts.append(sorted(len(e) for e in encoded))
+            self.model.running += 1
+            self.model.most = max(self.model.most, self.model.running)
+        try:
+            time.sleep(self.model.seconds)
+            if any(666 in e for e in encoded):
+                raise RuntimeError("a failing batch")
+            return [[Hypothesis(" ".join(map(str, e)) + f"#{r}", e, 0.0, 0.0, True)]
+                    for e, r in zip(encoded, row_ids)]
+        finally:
+            with self.model.lock:
+                self.model.running -= 1
 
 
 class FakeModel:
-    def __init__(self):
-        self.batches = []
+    def __init__(self, seconds=0.01):
+        self.batches, self.parts, self.traced_in = [], [], set()
+        self.seconds, self.running, self.most = seconds, 0, 0
+        self.lock = threading.Lock()
 
     def hypotheses(self, lines, options):
         return []
 
     def translator_for(self, options, scores=False):
-        return FakeTranslator(self.batches)
+        return FakeTranslator(self)
 
 
 def test_concurrent_jobs_are_gathered_into_batches_and_each_gets_its_own_results():
@@ -147,6 +164,43 @@ def test_concurrent_jobs_are_gathered_into_batches_and_each_gets_its_own_results
     assert sum(model.batches) == sum(len(e) for _, e, _ in results)
     assert len(model.batches) < 60  # requests shared batches
     assert max(model.batches) <= 40  # greedy rows: sentences; beam rows: 4 x sentences <= 40
+
+
+def test_a_gathered_batch_is_shared_among_the_free_decoders_shortest_first():
+    model = FakeModel(seconds=0.2)
+    worker = Worker(lambda: model, max_rows=320, max_wait=0.05, on_failure=lambda: None, decoders=2)
+    greedy = SearchOptions(search="greedy")
+    jobs = [Job(greedy, False, [[k] * (1 + (7 * k) % 13)]) for k in range(20)]
+    for job in jobs:  # waiting before the model is loaded: one gathered batch
+        worker.submit(job)
+    worker.start()
+    found = [job.future.result(timeout=10) for job in jobs]
+    worker.stop()
+    worker.join(5)
+    assert not worker.is_alive()
+    assert [hyps[0].text for [hyps] in found] == [" ".join([str(k)] * (1 + (7 * k) % 13)) + "#0" for k in range(20)]
+    assert model.batches == [10, 10] and model.most == 2  # two parts, decoded at once
+    short, long = sorted(model.parts)
+    assert max(short) <= min(long)  # cut by length, as translate sorts its batches
+    assert model.traced_in == {"mt-serve-worker"}  # traced where the model was loaded, not in a decoder
+
+
+def test_a_failing_part_fails_every_request_of_its_batch_and_the_server_goes_on():
+    model = FakeModel()
+    worker = Worker(lambda: model, max_rows=320, max_wait=0.05, on_failure=lambda: None, decoders=2)
+    greedy = SearchOptions(search="greedy")
+    jobs = [Job(greedy, False, [[666 if k == 3 else k] * (1 + k)]) for k in range(8)]
+    for job in jobs:
+        worker.submit(job)
+    worker.start()
+    for job in jobs:
+        with pytest.raises(RuntimeError, match="a failing batch"):
+            job.future.result(timeout=10)
+    later = worker.submit(Job(greedy, False, [[5, 6]]))
+    assert later.result(timeout=10)[0][0].text == "5 6#0"
+    worker.stop()
+    worker.join(5)
+    assert not worker.is_alive()
 
 
 # -- the Python API --------------------------------------------------------------------------------------
