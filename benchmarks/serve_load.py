@@ -2,13 +2,14 @@
 
     python benchmarks/serve_load.py --model RUN --input data/default/test.src --lines 500
 
-For each search: `mt translate` of the first --lines lines in one batch (the time it reports for the
-translation itself, model loading left out, compiling the search included); then --clients concurrent
+For each search: `mt translate` of the first --lines lines in one batch, and with its default batches
+(the time it reports for the translation itself, model loading left out, compiling the search included;
+one batch runs on one decoder's share of the cores, the default batches on all decoders); then --clients concurrent
 clients sending those lines to one `mt serve` one sentence per request, as fast as answers come:
 sentences/s over the whole load, and the p50 and p95 latency of a request, the answers checked against
 translate's output. After the server has stopped, in this process (mt.load(RUN)): the same batch once its
-search is compiled, and one sentence at a time, the p50 time of the search of one sentence alone beside
-the p50 latency of a request of one sentence alone to the idle server; their difference is what HTTP,
+search is compiled (on the threads of one of their decoders), and one sentence at a time, the p50 time
+of the search of one sentence alone beside the p50 latency of a request of one sentence alone to the idle server; their difference is what HTTP,
 JSON and the batching wait (--max-wait-ms) add.
 
 Bounded: every request times out after 120 s, and no new request starts after --max-seconds of load.
@@ -41,12 +42,13 @@ def cli_args(settings):
     return [a for k, v in settings.items() for a in (f"--{k.replace('_', '-')}", str(v))]
 
 
-def translate_file(model, path, count, settings):
-    """(output lines, seconds of translation) of `mt translate` of the file in one batch."""
+def translate_file(model, path, count, settings, extra):
+    """(output lines, seconds of translation) of `mt translate` of the file in batches of `count` lines
+    (None: its default batches)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.txt")
         done = subprocess.run([sys.executable, "-m", "mt.cli", "translate", path, "--model", model, "-o", out,
-                               "--batch-size", str(count), *cli_args(settings)],
+                               *(["--batch-size", str(count)] if count else []), *cli_args(settings), *extra],
                               capture_output=True, text=True, timeout=3600, env=env())
         if done.returncode:
             raise SystemExit(done.stderr)
@@ -135,7 +137,13 @@ def main():
     parser.add_argument("--alone", type=int, default=20, help="Sentences timed one at a time.")
     parser.add_argument("--max-seconds", type=float, default=600, help="No new request after this long a load.")
     parser.add_argument("--server-args", default="", help="More options for mt serve, e.g. '--max-wait-ms 10'.")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="Decoders of mt serve and mt translate, and this process's threads to match "
+                             "(default: theirs, 2 on a CPU of 2 or more cores).")
+    parser.add_argument("--precision", default="auto", help="Decoding precision of all three (float32: no "
+                        "bfloat16 round-off, which can settle a near-tie otherwise in another batch).")
     args = parser.parse_args()
+    common = ["--precision", args.precision] + (["--workers", str(args.workers)] if args.workers else [])
 
     with open(args.input, encoding="utf-8") as f:
         lines = [line.strip() for line in f][:args.lines]
@@ -147,11 +155,16 @@ def main():
         expected = {}
         for name, settings in SEARCHES.items():
             log(f"mt translate, {name}, {len(lines)} lines in one batch")
-            expected[name], seconds = translate_file(args.model, path, len(lines), settings)
+            expected[name], seconds = translate_file(args.model, path, len(lines), settings, common)
             rows.append({"search": name, "how": "mt translate, one batch, compiling included",
                          "sentences/s": len(lines) / seconds, "seconds": seconds})
+            log(f"mt translate, {name}, {len(lines)} lines in its default batches")
+            default, seconds = translate_file(args.model, path, None, settings, common)
+            rows.append({"search": name, "how": "mt translate, default batches, compiling included",
+                         "sentences/s": len(lines) / seconds, "seconds": seconds,
+                         "differ from translate": sum(a != b for a, b in zip(default, expected[name]))})
         log("starting mt serve")
-        server = Server(args.model, args.server_args.split())
+        server = Server(args.model, common + args.server_args.split())
         alone_http = {}
         for name, settings in SEARCHES.items():
             server.translate(lines[0], settings)  # compiles this search
@@ -172,8 +185,10 @@ def main():
         log(f"server stopped (exit {code})")
 
         import mt
+        from mt.translate import decoding_workers
 
-        model = mt.load(args.model)
+        decoding_workers(args.workers)  # the threads of one decoder of translate and of the server
+        model = mt.load(args.model, precision=args.precision)
         for name, settings in SEARCHES.items():
             model.translate(lines[0], **settings)  # compiles this search
             sent = time.monotonic()
