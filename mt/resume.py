@@ -144,6 +144,40 @@ def restore_newest(run, required, checkpoint, say):
     return None
 
 
+class Stoppable:
+    """SIGTERM and Ctrl-C for a trainer's loop (a trainer has `log`, `count` and `_save_checkpoint`): inside
+    `stop_requests()` the first asks the loop to stop after its step (`stop_requested`), a second one, while
+    a step or a validation still runs, stops at once; `interrupted()` then writes the checkpoint."""
+
+    stop_requested = False
+
+    @contextlib.contextmanager
+    def stop_requests(self):
+        self.stop_requested = False
+        previous = {s: signal.signal(s, self._request_stop) for s in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _request_stop(self, signum, frame):
+        if self.stop_requested:
+            raise Stop()
+        self.stop_requested = True
+        self.log.say(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)")
+
+    def interrupted(self):
+        """Save a checkpoint after a stop (Stop or KeyboardInterrupt caught by the loop), then raise
+        KeyboardInterrupt: a further Ctrl-C or SIGTERM must not cut the checkpoint short, so both wait."""
+        with signals_held():
+            self._save_checkpoint()
+            self.log.flush()
+        self.log.say(f"\ninterrupted at step {self.count('step')}: checkpoint saved; run the same command again "
+                     "to resume")
+        raise KeyboardInterrupt from None
+
+
 @contextlib.contextmanager
 def signals_held():
     """Ignore SIGINT and SIGTERM while the block runs (a checkpoint being written after a stop request),

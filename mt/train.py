@@ -13,7 +13,6 @@ mt/validation.py, the progress lines, metrics and TensorBoard logs in mt/runlog.
 
 import math
 import os
-import signal
 from dataclasses import dataclass
 
 import click
@@ -22,8 +21,8 @@ from mt import schedule
 from mt.averaging import MovingAverage, nothing
 from mt.errors import UserError
 from mt.folders import DataFolder, RunFolder
-from mt.resume import (RESTART_HINT, Stop, checkpoint_files, config_to_resume, configured, drop_damaged_state_file,
-                       restore_newest, signals_held)
+from mt.resume import (RESTART_HINT, Stop, Stoppable, checkpoint_files, config_to_resume, configured,
+                       drop_damaged_state_file, restore_newest)
 from mt.runlog import Clock, RunLog
 from mt.validation import DevBleu, Validator, read_dev_sample
 
@@ -195,7 +194,7 @@ class Counters:
                 "bad_evals": self.bad_evals, "best": self.best, "train_seconds": self.train_seconds}
 
 
-class Trainer:
+class Trainer(Stoppable):
     """The training loop of one run: strategy, model, optimizer, data order, loss and checkpoints."""
 
     def __init__(self, cfg, data, manifest, out, strategy, init_weights=None):
@@ -551,10 +550,8 @@ class Trainer:
         self.clock = Clock.started(self.count("step"))
         # SIGTERM and a first Ctrl-C only ask to stop: the loop stops after the step and its bookkeeping,
         # with every task at the same step (the request travels with the step's all-reduce)
-        self.stop_requested = False
-        previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
         reason = "max_steps" if self.tc.max_steps and self.count("step") >= self.tc.max_steps else None
-        try:
+        with self.stop_requests():
             try:
                 for batch, (epoch, number, _) in ([] if reason else zip(dataset, positions)):
                     rate = self._rate(self.count("step") + 1)
@@ -584,25 +581,8 @@ class Trainer:
                     if interrupted:
                         raise Stop()
             except (KeyboardInterrupt, Stop):
-                # a further Ctrl-C or SIGTERM must not cut the checkpoint short: both wait until it is written
-                with signals_held():
-                    self._save_checkpoint()
-                    self.log.flush()
-                self.log.say(f"\ninterrupted at step {self.count('step')}: checkpoint saved; run the same "
-                             "command again to resume")
-                raise KeyboardInterrupt from None
+                self.interrupted()
             self._finish(reason or "max_epochs")  # a stop request now waits for the run to finish
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-    def _request_stop(self, signum, frame):
-        """The handler of SIGTERM and Ctrl-C: the first asks the loop to stop after its step; a second one
-        (while a step or a validation still runs) stops at once, with a checkpoint all the same."""
-        if self.stop_requested:
-            raise Stop()
-        self.stop_requested = True
-        self.log.say(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)")
 
     def _diverged(self, loss, norm, rate):
         """Stop the run at a step whose loss or gradient norm is not finite (its update was not applied)."""

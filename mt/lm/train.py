@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import os
-import signal
 
 import click
 
@@ -27,8 +26,8 @@ from mt import schedule
 from mt.errors import UserError
 from mt.folders import LMRunFolder
 from mt.lm.config import LMConfig
-from mt.resume import RESTART_HINT, STOP_SIGNALS, Stop, config_to_resume, configured, drop_damaged_state_file
-from mt.resume import restore_newest, signals_held
+from mt.resume import RESTART_HINT, Stop, Stoppable, config_to_resume, configured, drop_damaged_state_file
+from mt.resume import restore_newest
 from mt.runlog import Clock, RunLog
 from mt.validation import Validator
 
@@ -93,7 +92,7 @@ class StreamValidator(Validator):
         return nats / max(count, 1.0)
 
 
-class LMTrainer:
+class LMTrainer(Stoppable):
     """The training loop of one language model run: model, optimizer, streams, carried state, checkpoints."""
 
     def __init__(self, cfg, texts, dev, folder):
@@ -272,11 +271,9 @@ class LMTrainer:
                      f"{self.vocab.size} ids) as {s.batch} streams of {s.length:,}, {s.chunks:,} updates an epoch, "
                      f"{self.model.count_params():,} parameters, {self.tc.precision}, run folder {self.run.path}")
         self.clock = Clock.started(self.count("step"))
-        self.stop_requested = False
-        previous = {sig: signal.signal(sig, self._request_stop) for sig in STOP_SIGNALS}
         tc = self.tc
         reason = self._limit_reached()
-        try:
+        with self.stop_requests():
             try:
                 while reason is None:
                     inputs, targets = s.window_at(self.count("chunk"))
@@ -290,24 +287,8 @@ class LMTrainer:
                     if reason is None and self.stop_requested:
                         raise Stop()
             except (KeyboardInterrupt, Stop):
-                with signals_held():
-                    self._save_checkpoint()
-                    self.log.flush()
-                self.log.say(f"\ninterrupted at step {self.count('step')}: checkpoint saved; run the same command "
-                             "again to resume")
-                raise KeyboardInterrupt from None
+                self.interrupted()
             self._finish(reason)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _request_stop(self, signum, frame):
-        """SIGTERM or Ctrl-C: the first asks the loop to stop after its step, a second stops at once (with a
-        checkpoint all the same)."""
-        if self.stop_requested:
-            raise Stop()
-        self.stop_requested = True
-        self.log.say(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop at once)")
 
     def _limit_reached(self):
         tc = self.tc
