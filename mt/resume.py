@@ -151,15 +151,9 @@ class Stoppable:
 
     stop_requested = False
 
-    @contextlib.contextmanager
     def stop_requests(self):
         self.stop_requested = False
-        previous = {s: signal.signal(s, self._request_stop) for s in STOP_SIGNALS}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+        return stop_signals_handled_by(self._request_stop)
 
     def _request_stop(self, signum, frame):
         if self.stop_requested:
@@ -178,13 +172,18 @@ class Stoppable:
         raise KeyboardInterrupt from None
 
 
-@contextlib.contextmanager
 def signals_held():
     """Ignore SIGINT and SIGTERM while the block runs (a checkpoint being written after a stop request),
     then restore their handlers: a further Ctrl-C must not cut the checkpoint short."""
-    held = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}
+    return stop_signals_handled_by(signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def stop_signals_handled_by(handler):
+    """SIGINT and SIGTERM go to `handler` while the block runs; their handlers are restored after."""
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        for s, handler in held.items():
-            signal.signal(s, handler)
+        for s, old in previous.items():
+            signal.signal(s, old)
