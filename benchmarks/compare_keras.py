@@ -3,7 +3,7 @@
     python benchmarks/compare_keras.py --corpus work/bible/corpus --minutes 20 --out work/compare-keras
 
 One after the other, each for the same wall-clock minutes of training: the plain Keras model of
-benchmarks/keras_baseline.py (`model.fit`), then `mt train` with no `--config` (the default), then each
+benchmarks/keras_baseline.py (`model.fit`) once for each initial output bias of --keras-biases, then `mt train` with no `--config` (the default), then each
 config of --mt-configs (shipped names or YAML paths; a YAML holds only the settings it changes from the
 default, so every row is one change). All read the same prepared data folder (SentencePiece unigram,
 8,000 pieces per side, made once by `mt preprocess`). Then every model decodes the held-out test books
@@ -54,11 +54,14 @@ def budget(args):
     return ["--max-steps", str(args.max_steps)] if args.max_steps else ["--max-minutes", str(args.minutes)]
 
 
-def keras(args, corpus, data, out):
-    hyp = os.path.join(out, "keras.greedy.en")
-    done = run([sys.executable, os.path.join(HERE, "keras_baseline.py"), "--data", data, *budget(args), "--test-src", f"{corpus}/test.es", "--out", hyp], capture_output=True, text=True)
+def keras(args, corpus, data, out, bias):
+    name = "plain Keras" + ("" if bias == "zeros" else f", {bias} output bias")
+    hyp = os.path.join(out, f"keras-{bias}.greedy.en")
+    done = run([sys.executable, os.path.join(HERE, "keras_baseline.py"), "--data", data, *budget(args),
+                "--output-bias", bias, "--test-src", f"{corpus}/test.es", "--out", hyp],
+               capture_output=True, text=True)
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"name": "plain Keras", "steps": figures["steps"], "tokens_per_s": figures["tokens_per_s"],
+    return {"name": name, "steps": figures["steps"], "tokens_per_s": figures["tokens_per_s"],
             "mean_loss": figures.get("mean_loss"), "hyps": {"greedy": hyp}}
 
 
@@ -115,13 +118,17 @@ def main():
                              "compare alike on a busy machine, whose speed would decide a race in minutes")
     parser.add_argument("--mt-configs", default="cpu-20min",
                         help="comma-separated configs trained after the default (shipped names or YAML paths)")
+    parser.add_argument("--keras-biases", default="zeros,unigram",
+                        help="comma-separated initial output biases of the Keras baselines trained first "
+                             "(zeros: Keras' own; unigram: the log target frequencies, as mt starts)")
     parser.add_argument("--skip-keras", action="store_true", help="train no Keras baseline")
     parser.add_argument("--skip-default", action="store_true", help="train no run with the default config")
     args = parser.parse_args()
     corpus, out = os.path.abspath(args.corpus), os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     data = prepare(corpus, out)
-    jobs = [] if args.skip_keras else [lambda: keras(args, corpus, data, out)]
+    biases = [] if args.skip_keras else [b for b in args.keras_biases.split(",") if b]
+    jobs = [lambda b=b: keras(args, corpus, data, out, b) for b in biases]
     configs = ([] if args.skip_default else ["default"]) + [c for c in args.mt_configs.split(",") if c]
     jobs += [lambda c=c: mt(args, corpus, data, out, c) for c in configs]
     results = []

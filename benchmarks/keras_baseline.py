@@ -8,6 +8,11 @@ target (teacher forcing, no input feeding) started from the encoder's final stat
 global_clipnorm 1, batches from `bucket_by_sequence_length` of about 1,600 target tokens. It reads mt's
 prepared data folder (the same SentencePiece pieces as mt) and decodes the test source greedily.
 Prints one JSON line: steps, training seconds, target tokens/s.
+
+`--output-bias unigram` (the default) starts the output layer's bias at the log frequencies of the target
+pieces, as mt does; `zeros` is Keras' own initialization. With zeros the model spends its budget on the
+unigram plateau: Adam moves each bias by about the learning rate per update, and the log frequencies span
+~10 nats, so after 1,486 updates (20 minutes) it still wrote commas only (BENCHMARKS.md).
 """
 
 import argparse
@@ -28,6 +33,13 @@ from mt.tokenizer import Tokenizer  # noqa: E402
 
 EMB, ENC, DEC, MAX_LEN = 256, 256, 512, 80
 BOS, EOS = Tokenizer.BOS, Tokenizer.EOS
+
+
+def unigram_bias(targets, vocab):
+    """Log frequencies of the target pieces and of one EOS per sentence, add-one smoothed."""
+    counts = np.bincount(np.concatenate(targets), minlength=vocab)[:vocab] + 1.0
+    counts[EOS] += len(targets)
+    return np.log(counts / counts.sum()).astype(np.float32)
 
 
 def build(src_vocab, tgt_vocab):
@@ -130,11 +142,15 @@ def main():
     parser.add_argument("--max-steps", type=int, default=0, help="stop after this many updates instead")
     parser.add_argument("--test-src", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--output-bias", choices=("unigram", "zeros"), default="unigram",
+                        help="the output layer's initial bias: log target frequencies, or Keras' zeros")
     args = parser.parse_args()
     keras.utils.set_random_seed(42)
     folder = DataFolder(args.data)
     src_vocab, tgt_vocab = folder.vocab_sizes()
     model, encoder, step = build(src_vocab, tgt_vocab)
+    if args.output_bias == "unigram":
+        model.layers[-1].bias.assign(unigram_bias(folder.read_split("train")[1], tgt_vocab))
     model.compile(keras.optimizers.Adam(2e-3, global_clipnorm=1.0),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=[])
     budget = Budget(args.max_minutes, args.max_steps)
