@@ -178,7 +178,7 @@ def _arriving_chunks(path, max_lines, pause, hold, between):
     try:
         item = None
         while item is not _END:
-            item = lines.get()
+            item = interruptible_get(lines)
             chunk, deadline = [], time.monotonic() + hold
             while item is not _END and item is not _PAUSE:
                 if isinstance(item, BaseException):
@@ -198,6 +198,17 @@ def _arriving_chunks(path, max_lines, pause, hold, between):
                 lines.get_nowait()
             except queue.Empty:
                 break
+
+
+def interruptible_get(lines, poll=0.2):
+    """The next item of `lines` (a queue), however long it takes. The wait is cut into short ones: a signal the
+    kernel hands to another thread (Ctrl-C may land on any) interrupts no wait of this one, and Python runs
+    its handler here only once a wait returns."""
+    while True:
+        try:
+            return lines.get(timeout=poll)
+        except queue.Empty:
+            pass
 
 
 def _next_line(lines, pause, deadline):

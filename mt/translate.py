@@ -225,6 +225,8 @@ class Translator:
         import queue
         import threading
 
+        from mt.textio import interruptible_get
+
         self.trace()
         todo, finished = queue.SimpleQueue(), queue.SimpleQueue()
         for job in sorted(jobs, key=lambda job: -len(job[1]) * len(job[1][0])):  # sentences x longest
@@ -247,7 +249,7 @@ class Translator:
             threading.Thread(target=work, daemon=True).start()
         try:
             for _ in jobs:
-                job, out = finished.get()
+                job, out = interruptible_get(finished)  # Ctrl-C is seen while a batch runs
                 if isinstance(out, BaseException):
                     raise out
                 yield job, out

@@ -135,6 +135,35 @@ def test_invalid_utf8_in_a_pipe_is_raised_at_its_line():
         list(iter_chunks(f"/dev/fd/{read}", 10))
 
 
+WAIT_SCRIPT = """
+import os, signal, sys, threading, time
+from mt.textio import iter_chunks
+read, write = os.pipe()
+os.write(write, b"first\\n")
+bystander = threading.Thread(target=time.sleep, args=(30,), daemon=True)
+bystander.start()
+
+def interrupt():
+    time.sleep(1.0)  # the main thread waits for a second line that never comes
+    signal.pthread_kill(bystander.ident, signal.SIGINT)
+
+threading.Thread(target=interrupt, daemon=True).start()
+try:
+    for chunk in iter_chunks(f"/dev/fd/{read}", 10):
+        print(chunk, flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_ctrl_c_received_by_another_thread_ends_the_wait_for_input():
+    """The process's SIGINT may land on any of its threads (TensorFlow's, the reader's); the main thread
+    waiting for the next line still sees it, within a fraction of a second."""
+    done = subprocess.run([sys.executable, "-c", WAIT_SCRIPT], capture_output=True, text=True, timeout=20,
+                          env=child_env())
+    assert done.stdout.splitlines() == ["['first']", "interrupted"], done.stdout + done.stderr
+
+
 # -- the same output as the whole input -----------------------------------------------------------------
 
 
