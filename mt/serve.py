@@ -186,10 +186,10 @@ class Worker(threading.Thread):
         with self.idle:
             count = max(1, min(self.free, len(sentences)), -(-len(sentences) // batch))
             self.free -= count
-        group = Group(live, count)
-        for k in range(count):
-            self.parts.put((translator, group, sentences[k * len(sentences) // count:
-                                                         (k + 1) * len(sentences) // count], batch))
+        parts = [sentences[k * len(sentences) // count:(k + 1) * len(sentences) // count] for k in range(count)]
+        group = Group(live, parts)
+        for part in parts:
+            self.parts.put((translator, group, part, batch))
 
     def _decoder(self):
         while True:
@@ -203,7 +203,7 @@ class Worker(threading.Thread):
                 ratio = group.jobs[0].options.max_length_ratio
                 group.done(sentences, translator.hypotheses_of_pieces(encoded, ratio, row_ids, batch))
             except BaseException as error:
-                group.fail(error)
+                group.fail(sentences, error)
             finally:
                 with self.idle:
                     self.free += 1
@@ -211,31 +211,42 @@ class Worker(threading.Thread):
 
 
 class Group:
-    """The jobs of one gathered batch, answered once every part of their sentences is decoded."""
+    """The jobs of one gathered batch, cut into parts: each job is answered as soon as the parts holding
+    its sentences are decoded (so its client may send its next request while the other parts run), and
+    fails if one of them fails."""
 
     def __init__(self, jobs, parts):
-        self.jobs, self.left, self.failed = jobs, parts, False
+        self.jobs = jobs
         self.found = [[None] * len(job.encoded) for job in jobs]
+        self.left = [0] * len(jobs)  # parts still to come, per job
+        for part in parts:
+            for j in {j for j, _ in part}:
+                self.left[j] += 1
+        self.failed = [False] * len(jobs)
         self.lock = threading.Lock()
 
     def done(self, sentences, found):
+        answered = []
         with self.lock:
             for (j, i), hyps in zip(sentences, found):
                 self.found[j][i] = hyps
-            self.left -= 1
-            if self.left or self.failed:
-                return
-        for job, found in zip(self.jobs, self.found):
-            job.future.set_result(found)
+            for j in {j for j, _ in sentences}:
+                self.left[j] -= 1
+                if not self.left[j] and not self.failed[j]:
+                    answered.append(j)
+        for j in answered:
+            self.jobs[j].future.set_result(self.found[j])
 
-    def fail(self, error):
+    def fail(self, sentences, error):
+        failed = []
         with self.lock:
-            self.left -= 1
-            if self.failed:
-                return
-            self.failed = True
-        for job in self.jobs:
-            job.future.set_exception(error)
+            for j in {j for j, _ in sentences}:
+                self.left[j] -= 1
+                if not self.failed[j]:
+                    self.failed[j] = True
+                    failed.append(j)
+        for j in failed:
+            self.jobs[j].future.set_exception(error)
 
 
 def parse_request(body, max_lines):

@@ -119,7 +119,7 @@ class FakeTranslator:
             self.model.running += 1
             self.model.most = max(self.model.most, self.model.running)
         try:
-            time.sleep(self.model.seconds)
+            time.sleep(self.model.seconds + self.model.per_piece * max(len(e) for e in encoded))
             if any(666 in e for e in encoded):
                 raise RuntimeError("a failing batch")
             return [[Hypothesis(" ".join(map(str, e)) + f"#{r}", e, 0.0, 0.0, True)]
@@ -130,9 +130,9 @@ class FakeTranslator:
 
 
 class FakeModel:
-    def __init__(self, seconds=0.01):
+    def __init__(self, seconds=0.01, per_piece=0.0):
         self.batches, self.parts, self.traced_in = [], [], set()
-        self.seconds, self.running, self.most = seconds, 0, 0
+        self.seconds, self.per_piece, self.running, self.most = seconds, per_piece, 0, 0
         self.lock = threading.Lock()
 
     def hypotheses(self, lines, options):
@@ -185,17 +185,39 @@ def test_a_gathered_batch_is_shared_among_the_free_decoders_shortest_first():
     assert model.traced_in == {"mt-serve-worker"}  # traced where the model was loaded, not in a decoder
 
 
-def test_a_failing_part_fails_every_request_of_its_batch_and_the_server_goes_on():
-    model = FakeModel()
+def test_a_request_is_answered_once_its_own_part_is_decoded():
+    """The short part's requests are answered while the long part still runs: their clients can send the
+    next sentences to the decoder that has just become free."""
+    model = FakeModel(seconds=0.0, per_piece=0.1)
     worker = Worker(lambda: model, max_rows=320, max_wait=0.05, on_failure=lambda: None, decoders=2)
     greedy = SearchOptions(search="greedy")
-    jobs = [Job(greedy, False, [[666 if k == 3 else k] * (1 + k)]) for k in range(8)]
+    jobs = [Job(greedy, False, [[k] * (1 if k < 4 else 20)]) for k in range(8)]  # parts: 0.1 s and 2 s
     for job in jobs:
         worker.submit(job)
     worker.start()
+    assert [job.future.result(timeout=10)[0][0].text for job in jobs[:4]] == [f"{k}#0" for k in range(4)]
+    assert not any(job.future.done() for job in jobs[4:])
+    assert all(job.future.result(timeout=10) for job in jobs[4:])
+    worker.stop()
+    worker.join(5)
+    assert not worker.is_alive()
+
+
+def test_a_failing_part_fails_the_requests_it_holds_and_the_server_goes_on():
+    model = FakeModel()
+    worker = Worker(lambda: model, max_rows=320, max_wait=0.05, on_failure=lambda: None, decoders=2)
+    greedy = SearchOptions(search="greedy")
+    # shortest first: the part of jobs 0-3 holds the failing sentence; job 8 has a sentence in each part
+    jobs = [Job(greedy, False, [[666 if k == 3 else k] * (1 + k)]) for k in range(8)]
+    jobs.append(Job(greedy, False, [[9], [9] * 20]))
     for job in jobs:
+        worker.submit(job)
+    worker.start()
+    for job in jobs[:4] + jobs[8:]:
         with pytest.raises(RuntimeError, match="a failing batch"):
             job.future.result(timeout=10)
+    assert [job.future.result(timeout=10)[0][0].text for job in jobs[4:8]] == [
+        " ".join([str(k)] * (1 + k)) + "#0" for k in range(4, 8)]
     later = worker.submit(Job(greedy, False, [[5, 6]]))
     assert later.result(timeout=10)[0][0].text == "5 6#0"
     worker.stop()
