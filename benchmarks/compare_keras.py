@@ -3,8 +3,8 @@
     python benchmarks/compare_keras.py --corpus work/bible/corpus --minutes 20 --out work/compare-keras
 
 One after the other, each for the same wall-clock minutes of training: the plain Keras model of
-benchmarks/keras_baseline.py (`model.fit`) once for each initial output bias of --keras-biases, then `mt train` with no `--config` (the default), then each
-config of --mt-configs (shipped names or YAML paths; a YAML holds only the settings it changes from the
+benchmarks/keras_baseline.py (`model.fit`) once for each initial output bias of --keras-biases, then
+`mt train` with no `--config` (the default), then each config of --mt-configs (shipped names or YAML paths; a YAML holds only the settings it changes from the
 default, so every row is one change). All read the same prepared data folder (SentencePiece unigram,
 8,000 pieces per side, made once by `mt preprocess`). Then every model decodes the held-out test books
 (Keras greedily; mt greedily and with beam 5) and sacrebleu scores them against the same references.

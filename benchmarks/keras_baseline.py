@@ -10,9 +10,9 @@ prepared data folder (the same SentencePiece pieces as mt) and decodes the test 
 Prints one JSON line: steps, training seconds, target tokens/s.
 
 `--output-bias unigram` (the default) starts the output layer's bias at the log frequencies of the target
-pieces, as mt does; `zeros` is Keras' own initialization. With zeros the model spends its budget on the
-unigram plateau: Adam moves each bias by about the learning rate per update, and the log frequencies span
-~10 nats, so after 1,486 updates (20 minutes) it still wrote commas only (BENCHMARKS.md).
+pieces, as mt does; `zeros` is Keras' own initialization. With zeros the model stays on the unigram
+plateau of docs/design.md for its whole budget: after 1,486 updates (20 minutes) it still wrote commas only
+(BENCHMARKS.md, "The Keras baseline's unigram plateau").
 """
 
 import argparse

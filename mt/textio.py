@@ -201,9 +201,9 @@ def _arriving_chunks(path, max_lines, pause, hold, between):
 
 
 def interruptible_get(lines, poll=0.2):
-    """The next item of `lines` (a queue), however long it takes. The wait is cut into short ones: a signal the
-    kernel hands to another thread (Ctrl-C may land on any) interrupts no wait of this one, and Python runs
-    its handler here only once a wait returns."""
+    """The next item of `lines` (a queue), however long it takes. The wait is cut into short ones: a
+    signal the kernel hands to another thread (Ctrl-C may land on any) interrupts no wait of this one, and
+    Python runs its handler here only once a wait returns."""
     while True:
         try:
             return lines.get(timeout=poll)
