@@ -143,14 +143,18 @@ os.write(write, b"first\\n")
 bystander = threading.Thread(target=time.sleep, args=(30,), daemon=True)
 bystander.start()
 
+printed = threading.Event()
+
 def interrupt():
-    time.sleep(1.0)  # the main thread waits for a second line that never comes
+    printed.wait()
+    time.sleep(0.5)  # by now the main thread waits for a second line that never comes
     signal.pthread_kill(bystander.ident, signal.SIGINT)
 
 threading.Thread(target=interrupt, daemon=True).start()
 try:
     for chunk in iter_chunks(f"/dev/fd/{read}", 10):
         print(chunk, flush=True)
+        printed.set()
 except KeyboardInterrupt:
     print("interrupted", flush=True)
 """
