@@ -84,6 +84,13 @@ def child_env():
     return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
+def default_sigint():
+    """For a child whose Ctrl-C is tested: SIGINT back to its default action, since a test run started in
+    the background by a shell ignores SIGINT and its children inherit that (Python then installs no
+    KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # -- reading in chunks -------------------------------------------------------------------------------------
 
 
@@ -164,7 +171,7 @@ def test_ctrl_c_received_by_another_thread_ends_the_wait_for_input():
     """The process's SIGINT may land on any of its threads (TensorFlow's, the reader's); the main thread
     waiting for the next line still sees it, within a fraction of a second."""
     done = subprocess.run([sys.executable, "-c", WAIT_SCRIPT], capture_output=True, text=True, timeout=20,
-                          env=child_env())
+                          env=child_env(), preexec_fn=default_sigint)
     assert done.stdout.splitlines() == ["['first']", "interrupted"], done.stdout + done.stderr
 
 
@@ -329,7 +336,7 @@ def test_ctrl_c_or_an_invalid_line_while_waiting_for_stdin_is_a_clean_exit(run_d
     line, without Python's abort at exit over a thread holding stdin."""
     child = subprocess.Popen([sys.executable, "-m", "mt.cli", "translate", "-", "--model", str(run_dir),
                               "--search", "greedy"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, env=child_env())
+                             stderr=subprocess.PIPE, env=child_env(), preexec_fn=default_sigint)
     try:
         child.stdin.write(b"el gato\n")
         child.stdin.flush()
