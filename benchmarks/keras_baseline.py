@@ -28,18 +28,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
+from mt.data import unigram_log_probs  # noqa: E402
 from mt.folders import DataFolder  # noqa: E402
 from mt.tokenizer import Tokenizer  # noqa: E402
 
 EMB, ENC, DEC, MAX_LEN = 256, 256, 512, 80
 BOS, EOS = Tokenizer.BOS, Tokenizer.EOS
-
-
-def unigram_bias(targets, vocab):
-    """Log frequencies of the target pieces and of one EOS per sentence, add-one smoothed."""
-    counts = np.bincount(np.concatenate(targets), minlength=vocab)[:vocab] + 1.0
-    counts[EOS] += len(targets)
-    return np.log(counts / counts.sum()).astype(np.float32)
 
 
 def build(src_vocab, tgt_vocab):
@@ -150,7 +144,7 @@ def main():
     src_vocab, tgt_vocab = folder.vocab_sizes()
     model, encoder, step = build(src_vocab, tgt_vocab)
     if args.output_bias == "unigram":
-        model.layers[-1].bias.assign(unigram_bias(folder.read_split("train")[1], tgt_vocab))
+        model.layers[-1].bias.assign(unigram_log_probs(folder.read_split("train")[1], tgt_vocab).astype(np.float32))
     model.compile(keras.optimizers.Adam(2e-3, global_clipnorm=1.0),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=[])
     budget = Budget(args.max_minutes, args.max_steps)

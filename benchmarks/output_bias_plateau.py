@@ -22,6 +22,7 @@ import tensorflow as tf  # noqa: E402
 
 import keras_baseline  # noqa: E402
 from mt.config import ModelConfig  # noqa: E402
+from mt.data import unigram_log_probs  # noqa: E402
 from mt.folders import DataFolder  # noqa: E402
 from mt.model import build_model  # noqa: E402
 
@@ -50,7 +51,7 @@ def main():
     folder = DataFolder(args.data)
     src_vocab, tgt_vocab = folder.vocab_sizes()
     batches = list(keras_baseline.dataset(folder, "train", repeat=True).take(args.updates))
-    bias = keras_baseline.unigram_bias(folder.read_split("train")[1], tgt_vocab)
+    bias = unigram_log_probs(folder.read_split("train")[1], tgt_vocab).astype(np.float32)
     rows = {}
     for name in ("Keras model, zero bias", "Keras model, unigram bias", "mt default model, zero bias"):
         keras.utils.set_random_seed(1)
