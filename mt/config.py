@@ -30,9 +30,12 @@ class ModelConfig:
     dec_units: int = 512
     dec_layers: int = 1
     attention: str = "general"  # Luong: general | dot | none (no attention: a plain encoder-decoder)
-    input_feeding: bool = True
-    # the target embedding is also the output matrix, after a projection of the decoder's output to emb_dim
-    tie_embeddings: bool = False
+    # off: the attention feeds no later step, so teacher forcing runs it over all steps at once; it won at
+    # 1,000 updates and in minutes (BENCHMARKS.md, "No input feeding and tied embeddings")
+    input_feeding: bool = False
+    # the target embedding is also the output matrix, after a projection of the decoder's output to emb_dim;
+    # on: it won at 1,000 updates and makes an update cheaper (the same section)
+    tie_embeddings: bool = True
     dropout: float = 0.1  # 0.2 lost 0.5 BLEU at 1,000 updates: a short run underfits (BENCHMARKS.md)
 
     def check(self):

@@ -193,11 +193,24 @@ def test_chunks_give_the_output_of_the_whole_input_from_a_file_and_from_stdin(ru
     whole = mt("translate", str(source), *common)
     assert whole.exit_code == 0, whole.output
     for chunk in ("1", "7"):
-        assert mt("translate", str(source), *common, "--chunk-lines", chunk).stdout == whole.stdout
-    assert mt("translate", "-", *common, "--chunk-lines", "7", input=source.read_bytes()).stdout == whole.stdout
+        assert_same_output(mt("translate", str(source), *common, "--chunk-lines", chunk).stdout, whole.stdout)
+    assert_same_output(mt("translate", "-", *common, "--chunk-lines", "7", input=source.read_bytes()).stdout,
+                       whole.stdout)
     options = options_of(args)
     found = hypotheses_of(run_dir, lines, args, batch_size=4)
     assert whole.stdout == "".join(format_line(i, h, options.n_best) for i, h in enumerate(found))
+
+
+def assert_same_output(found, expected):
+    """The same lines and texts, the printed scores within their last digit: other chunks are other
+    batches, whose rounding moves a score by about 1e-6 (docs/design.md), enough to flip a printed 4th
+    decimal."""
+    found, expected = found.splitlines(), expected.splitlines()
+    assert len(found) == len(expected)
+    for a, b in zip(found, expected):
+        a, b = a.split(" ||| "), b.split(" ||| ")
+        assert len(a) == len(b) and a[:2] == b[:2] and a[4:] == b[4:], (a, b)
+        np.testing.assert_allclose([float(x) for x in a[2:4]], [float(x) for x in b[2:4]], atol=2e-4)
 
 
 def options_of(args):
