@@ -135,11 +135,12 @@ def test_dropout_only_in_training():
 
 
 @pytest.mark.slow
-def test_a_few_steps_fit_a_tiny_batch():
+@pytest.mark.parametrize("feeding, tied", [(True, False), (False, True)])
+def test_a_few_steps_fit_a_tiny_batch(feeding, tied):
     import keras
 
     keras.utils.set_random_seed(0)
-    model = tiny(dropout=0.0)
+    model = tiny(dropout=0.0, emb_dim=16, input_feeding=feeding, tie_embeddings=tied)
     tgt_out = np.array([[5, 6, 7, 3], [8, 3, 0, 0]], np.int32)
     opt = keras.optimizers.Adam(0.02)
 
