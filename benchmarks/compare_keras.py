@@ -4,10 +4,12 @@
 
 One after the other, each for the same wall-clock minutes of training: the plain Keras model of
 benchmarks/keras_baseline.py (`model.fit`) once for each initial output bias of --keras-biases, then
-`mt train` with no `--config` (the default), then each config of --mt-configs (shipped names or YAML paths; a YAML holds only the settings it changes from the
-default, so every row is one change). All read the same prepared data folder (SentencePiece unigram,
-8,000 pieces per side, made once by `mt preprocess`). Then every model decodes the held-out test books
-(Keras greedily; mt greedily and with beam 5) and sacrebleu scores them against the same references.
+`mt train` with no `--config` (the default), then each config of --mt-configs (shipped names or YAML
+paths; a YAML holds only the settings it changes from the default, so every row is one change), then the
+default at each size of --mt-vocab-sizes. All but those read the same prepared data folder (SentencePiece
+unigram, 8,000 pieces per side, made once by `mt preprocess`); each other size has a data folder of its
+own. Then every model decodes the held-out test books (Keras greedily; mt greedily and with beam 5) and
+sacrebleu scores them against the same references.
 Training speed: real target tokens per second over the training time (mt: the median of its logged
 windows, the first left out). Results: OUT/results.json and OUT/table.md.
 """
@@ -41,11 +43,16 @@ def run(command, **kwargs):
     return done
 
 
-def prepare(corpus, out):
-    data = os.path.join(out, "data")
+VOCAB = 8000  # SentencePiece pieces per side of the shared data folder
+
+
+def prepare(corpus, out, vocab=VOCAB):
+    """The data folder of `vocab` pieces per side, made once (OUT/data at the shared size, else OUT/data-N)."""
+    data = os.path.join(out, "data" if vocab == VOCAB else f"data-{vocab}")
     if not DataFolder(data).is_complete():
         run([*MT, "preprocess", "--src", f"{corpus}/train.es", "--tgt", f"{corpus}/train.en",
-             "--dev-src", f"{corpus}/dev.es", "--dev-tgt", f"{corpus}/dev.en", "--out", data, "--vocab-size", "8000"])
+             "--dev-src", f"{corpus}/dev.es", "--dev-tgt", f"{corpus}/dev.en", "--out", data,
+             "--vocab-size", str(vocab)])
     return data
 
 
@@ -65,8 +72,11 @@ def keras(args, corpus, data, out, bias):
             "mean_loss": figures.get("mean_loss"), "hyps": {"greedy": hyp}}
 
 
-def mt(args, corpus, data, out, config):
+def mt(args, corpus, data, out, config, vocab=VOCAB):
     name = "mt default" if config == "default" else f"mt {os.path.basename(config).removesuffix('.yaml')}"
+    if vocab != VOCAB:
+        name += f" vocab-{vocab}"
+        data = prepare(corpus, out, vocab)
     model = os.path.join(out, name.replace(" ", "-"))
     command = [*MT, "train", "--data", data, "--out", model, *budget(args)]
     run(command + ([] if config == "default" else ["--config", config]))
@@ -118,6 +128,9 @@ def main():
                              "compare alike on a busy machine, whose speed would decide a race in minutes")
     parser.add_argument("--mt-configs", default="cpu-20min",
                         help="comma-separated configs trained after the default (shipped names or YAML paths)")
+    parser.add_argument("--mt-vocab-sizes", default="",
+                        help="comma-separated vocabulary sizes (pieces per side) at which the default config is "
+                             "trained too, each on its own data folder, after the configs")
     parser.add_argument("--keras-biases", default="zeros,unigram",
                         help="comma-separated initial output biases of the Keras baselines trained first "
                              "(zeros: Keras' own; unigram: the log target frequencies, as mt starts)")
@@ -131,6 +144,7 @@ def main():
     jobs = [lambda b=b: keras(args, corpus, data, out, b) for b in biases]
     configs = ([] if args.skip_default else ["default"]) + [c for c in args.mt_configs.split(",") if c]
     jobs += [lambda c=c: mt(args, corpus, data, out, c) for c in configs]
+    jobs += [lambda v=v: mt(args, corpus, data, out, "default", int(v)) for v in args.mt_vocab_sizes.split(",") if v]
     results = []
     for job in jobs:
         results.append(job())
